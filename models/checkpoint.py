@@ -1,0 +1,186 @@
+"""Checkpoints: safetensors tensors + string metadata, validated on load. No pickle anywhere."""
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from models.registry import InputSpec, get_input_spec, get_model, list_models
+
+FORMAT_VERSION = "1"
+DIGIT_LABELS = [str(d) for d in range(10)]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, or does not match what it claims to be."""
+
+
+@dataclass
+class CheckpointMeta:
+    """Everything a checkpoint says about itself besides its tensors."""
+
+    architecture: str
+    arch_kwargs: dict[str, Any]
+    input_spec: InputSpec
+    mean: float
+    std: float
+    labels: list[str]
+    test_accuracy: float
+    test_loss: float
+    train_command: str
+    seed: int
+    dataset_fingerprint: str
+    torch_version: str = torch.__version__
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    tensors_sha256: str = ""
+
+    def to_strings(self) -> dict[str, str]:
+        """safetensors metadata is str -> str: non-strings travel as JSON."""
+        out = {k: v if isinstance(v, str) else json.dumps(v) for k, v in asdict(self).items()}
+        out["format_version"] = FORMAT_VERSION
+        return out
+
+    @classmethod
+    def from_strings(cls, raw: Mapping[str, str]) -> "CheckpointMeta":
+        """Parse and type-check metadata written by :meth:`to_strings`."""
+        if raw.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"unsupported checkpoint format_version {raw.get('format_version')!r}; "
+                f"expected {FORMAT_VERSION!r}"
+            )
+        names = [f for f in cls.__dataclass_fields__ if f != "input_spec"] + ["input_spec"]
+        missing = [n for n in names if n not in raw]
+        if missing:
+            raise CheckpointError(f"checkpoint metadata lacks {', '.join(missing)}")
+        try:
+            spec = json.loads(raw["input_spec"])
+            meta = cls(
+                architecture=raw["architecture"],
+                arch_kwargs=dict(json.loads(raw["arch_kwargs"])),
+                input_spec=InputSpec(**spec),
+                mean=float(json.loads(raw["mean"])),
+                std=float(json.loads(raw["std"])),
+                labels=[str(x) for x in json.loads(raw["labels"])],
+                test_accuracy=float(json.loads(raw["test_accuracy"])),
+                test_loss=float(json.loads(raw["test_loss"])),
+                train_command=raw["train_command"],
+                seed=int(json.loads(raw["seed"])),
+                dataset_fingerprint=raw["dataset_fingerprint"],
+                torch_version=raw["torch_version"],
+                created_at=raw["created_at"],
+                tensors_sha256=raw["tensors_sha256"],
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"checkpoint metadata is malformed: {exc}") from exc
+        if not 0.0 <= meta.test_accuracy <= 1.0:
+            raise CheckpointError(f"test_accuracy {meta.test_accuracy} is not a fraction")
+        if meta.std <= 0:
+            raise CheckpointError(f"normalisation std {meta.std} must be positive")
+        return meta
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A validated model (on the CPU, eval mode) with its metadata and file identity."""
+
+    model: nn.Module
+    meta: CheckpointMeta
+    path: Path
+    file_sha256: str
+
+
+def tensors_digest(tensors: Mapping[str, Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes, in name order: detects any edit on disk."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a whole file, read in chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(model: nn.Module, meta: CheckpointMeta, path: str | Path) -> Path:
+    """Write the model's state dict and metadata to ``path`` (a .safetensors file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta.tensors_sha256 = tensors_digest(tensors)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta.to_strings())
+    tmp.replace(path)  # atomic: a server never sees half a file
+    return path
+
+
+def _check_against_architecture(meta: CheckpointMeta, tensors: Mapping[str, Tensor]) -> nn.Module:
+    if meta.architecture not in list_models():
+        raise CheckpointError(
+            f"architecture {meta.architecture!r} is not a known model ({', '.join(list_models())})"
+        )
+    declared = get_input_spec(meta.architecture)
+    if meta.input_spec != declared:
+        raise CheckpointError(
+            f"input spec {meta.input_spec} does not match {meta.architecture}'s {declared}"
+        )
+    try:
+        model = get_model(meta.architecture, **meta.arch_kwargs)
+    except TypeError as exc:
+        raise CheckpointError(f"bad constructor arguments {meta.arch_kwargs}: {exc}") from exc
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    problems = []
+    if missing := sorted(expected.keys() - found.keys()):
+        problems.append(f"missing tensors {missing[:5]}")
+    if unexpected := sorted(found.keys() - expected.keys()):
+        problems.append(f"unexpected tensors {unexpected[:5]}")
+    if wrong := [k for k in expected.keys() & found.keys() if expected[k] != found[k]]:
+        k = sorted(wrong)[0]
+        problems.append(f"{len(wrong)} tensors of the wrong shape, e.g. {k}: {found[k]} vs {expected[k]}")
+    out_features = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    if len(meta.labels) != out_features:
+        problems.append(f"{len(meta.labels)} labels for a model with {out_features} outputs")
+    if problems:
+        raise CheckpointError(f"checkpoint does not match {meta.architecture}: " + "; ".join(problems))
+    model.load_state_dict(dict(tensors), strict=True)
+    return model.eval()
+
+
+def load_checkpoint(path: str | Path, *, expect_architecture: str | None = None) -> LoadedCheckpoint:
+    """Read, verify and build the model of a checkpoint; raise CheckpointError on any mismatch."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw_meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open has no iter)
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+    meta = CheckpointMeta.from_strings(raw_meta)
+    if expect_architecture is not None and meta.architecture != expect_architecture:
+        raise CheckpointError(
+            f"{path} holds {meta.architecture!r}, not {expect_architecture!r}"
+        )
+    if tensors_digest(tensors) != meta.tensors_sha256:
+        raise CheckpointError(
+            f"{path} was modified after it was written: its tensors do not match the sha256 "
+            "recorded in its metadata"
+        )
+    model = _check_against_architecture(meta, tensors)
+    return LoadedCheckpoint(model=model, meta=meta, path=path, file_sha256=file_sha256(path))

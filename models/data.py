@@ -1,0 +1,105 @@
+"""MNIST held as uint8 tensors on the training device, and augmentation done there too."""
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MNIST_RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+class MnistNotFoundError(FileNotFoundError):
+    """MNIST is neither on disk nor downloadable."""
+
+
+@dataclass(frozen=True)
+class MnistSplit:
+    """One split: images N x 1 x 28 x 28 uint8, labels N int64."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device | str) -> "MnistSplit":
+        """The same split on ``device``."""
+        return MnistSplit(self.images.to(device), self.labels.to(device))
+
+    def head(self, n: int | None) -> "MnistSplit":
+        """The first ``n`` images (all of them when ``n`` is None)."""
+        return self if n is None else MnistSplit(self.images[:n], self.labels[:n])
+
+
+def missing_message(root: Path) -> str:
+    """What to tell a user whose MNIST is not where we looked."""
+    raw = root / "MNIST" / "raw"
+    files = ", ".join(MNIST_RAW_FILES)
+    return (
+        f"MNIST not found under {root} and it could not be downloaded. "
+        f"Put the four IDX files ({files}; .gz also accepted) in {raw}/ "
+        f"or pass --data-dir pointing at a folder that has MNIST/raw/ inside."
+    )
+
+
+def load_mnist(root: str | Path, *, train: bool, download: bool = True) -> MnistSplit:
+    """Read one MNIST split from torchvision's layout under ``root``, downloading if allowed."""
+    from torchvision.datasets import MNIST  # slow import; only the training side needs it
+
+    root = Path(root)
+    try:
+        ds = MNIST(str(root), train=train, download=False)
+    except RuntimeError:
+        if not download:
+            raise MnistNotFoundError(missing_message(root)) from None
+        try:
+            ds = MNIST(str(root), train=train, download=True)
+        except Exception as exc:  # offline: every mirror fails with its own error type
+            raise MnistNotFoundError(missing_message(root)) from exc
+    return MnistSplit(ds.data.unsqueeze(1).contiguous(), ds.targets.long())
+
+
+def fingerprint(*splits: MnistSplit) -> str:
+    """sha256 of the images and labels, so a checkpoint names the exact data it saw."""
+    h = hashlib.sha256()
+    for split in splits:
+        h.update(split.images.cpu().numpy().tobytes())
+        h.update(split.labels.cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def random_affine(
+    images: Tensor,
+    generator: torch.Generator,
+    *,
+    max_degrees: float = 10.0,
+    max_shift: float = 2.0,
+    scale: tuple[float, float] = (0.9, 1.1),
+) -> Tensor:
+    """Small random rotation, scaling and shift of float N x 1 x H x W images, batch-wise."""
+    n, _, h, w = images.shape
+    dev = images.device
+
+    def uniform(lo: float, hi: float) -> Tensor:
+        return torch.rand(n, generator=generator, device=dev) * (hi - lo) + lo
+
+    angle = uniform(-max_degrees, max_degrees) * (math.pi / 180)
+    inv_scale = 1.0 / uniform(*scale)
+    # affine_grid works in [-1, 1] coordinates: one pixel is 2 / size.
+    tx = uniform(-max_shift, max_shift) * (2.0 / w)
+    ty = uniform(-max_shift, max_shift) * (2.0 / h)
+    cos, sin = torch.cos(angle) * inv_scale, torch.sin(angle) * inv_scale
+    theta = torch.stack(
+        [torch.stack([cos, -sin, tx], dim=1), torch.stack([sin, cos, ty], dim=1)], dim=1
+    )
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

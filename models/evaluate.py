@@ -1,0 +1,160 @@
+"""Evaluation: the shared ``evaluate`` loop and the ``python -m models.evaluate`` CLI."""
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.data import MnistNotFoundError, MnistSplit, load_mnist
+from models.transforms import ModelInputTransform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """Test-set metrics; the confusion matrix is indexed [true label, predicted label]."""
+
+    loss: float
+    accuracy: float
+    confusion: Tensor
+    seconds: float
+
+    @property
+    def n(self) -> int:
+        """How many images were evaluated."""
+        return int(self.confusion.sum())
+
+    def per_class_accuracy(self) -> list[float]:
+        """Recall of each class (NaN-free: a class with no images scores 0)."""
+        totals = self.confusion.sum(dim=1).clamp(min=1)
+        return (self.confusion.diag() / totals).tolist()
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready summary."""
+        return {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "n": self.n,
+            "per_class_accuracy": self.per_class_accuracy(),
+            "confusion_matrix": self.confusion.tolist(),
+            "images_per_s": self.n / self.seconds if self.seconds > 0 else None,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else as torch spells it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    data: MnistSplit,
+    transform: ModelInputTransform,
+    *,
+    batch_size: int = 1000,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    num_classes: int = 10,
+) -> EvalResult:
+    """Loss, accuracy and confusion matrix of ``model`` on ``data`` (on the model's device)."""
+    model.eval()
+    device = next(model.parameters()).device
+    start = time.perf_counter()
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for i in range(0, len(data), batch_size):
+        x = transform(data.images[i : i + batch_size].to(device, non_blocking=True))
+        y = data.labels[i : i + batch_size].to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                            enabled=autocast_dtype is not None):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
+    confusion_m = confusion.view(num_classes, num_classes).cpu()
+    n = max(int(confusion_m.sum()), 1)
+    return EvalResult(
+        loss=float(loss_sum) / n,
+        accuracy=int(confusion_m.diag().sum()) / n,
+        confusion=confusion_m,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def plot_confusion(confusion: Tensor, labels: list[str], path: Path, title: str) -> None:
+    """Write the confusion matrix as a PNG heat map with counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    im = ax.imshow(confusion.numpy(), cmap="Blues")
+    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels,
+           yticklabels=labels, xlabel="predicted", ylabel="true", title=title)
+    for (i, j), v in ((ij, int(confusion[ij])) for ij in
+                      ((i, j) for i in range(len(labels)) for j in range(len(labels)))):
+        if v:
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                    color="white" if v > confusion.max() / 2 else "black")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__)
+    p.add_argument("--model", required=True, help="architecture name, e.g. lenet")
+    p.add_argument("--weights", type=Path, help="checkpoint (default weights/<model>.safetensors)")
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="root holding MNIST/raw/")
+    p.add_argument("--no-download", action="store_true", help="never try to download MNIST")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--limit", type=int, help="evaluate only the first N test images")
+    p.add_argument("--plot", type=Path, help="write the confusion matrix to this PNG")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: print one JSON object of test-set metrics."""
+    from models.checkpoint import CheckpointError, load_checkpoint
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    weights = args.weights or Path("weights") / f"{args.model}.safetensors"
+    try:
+        ckpt = load_checkpoint(weights, expect_architecture=args.model)
+        test = load_mnist(args.data_dir, train=False, download=not args.no_download)
+    except (CheckpointError, MnistNotFoundError) as exc:
+        log.error("%s", exc)
+        return 2
+    device = resolve_device(args.device)
+    model = ckpt.model.to(device)
+    transform = ModelInputTransform(ckpt.meta.input_spec, ckpt.meta.mean, ckpt.meta.std)
+    result = evaluate(model, test.head(args.limit).to(device), transform,
+                      batch_size=args.batch_size, num_classes=len(ckpt.meta.labels))
+    out = {"model": args.model, "weights": str(weights), "device": str(device), **result.as_dict(),
+           "checkpoint_test_accuracy": ckpt.meta.test_accuracy}
+    print(json.dumps(out))
+    if args.plot:
+        plot_confusion(result.confusion, ckpt.meta.labels, args.plot,
+                       f"{args.model}: accuracy {result.accuracy:.2%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
