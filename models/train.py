@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=batch_size, epoch=epoch, seed=args.seed, augment=not args.no_augment,
             label_smoothing=smoothing, max_batches=2 if args.dry_run else None)
         if rt.rank == 0:
-            res = evaluate(model, test.head(2 * 1000 if args.dry_run else None), transform,
+            res = evaluate(model, test.head(2 * batch_size if args.dry_run else None), transform,
                            autocast_dtype=rt.amp, channels_last=rt.channels_last)
             history.append({"epoch": epoch, **stats, "test_loss": res.loss,
                             "test_accuracy": res.accuracy, "lr": scheduler.get_last_lr()[0],

@@ -1,0 +1,41 @@
+# The README's two commands: `make serve` and `make test`. Each bootstraps .venv on its own.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+DATA_DIR ?= ../shared/data
+HOST ?= 0.0.0.0
+PORT ?= 8000
+
+.PHONY: serve test lint typecheck pytest clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[dev]'
+	touch $@ $(VENV)/.serve-installed
+
+## serve: install and run the service on the committed checkpoints (port 8000)
+serve: $(VENV)/.serve-installed
+	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 30
+
+## test: install everything and run linters, type checks and the whole test suite
+test: $(VENV)/.dev-installed lint typecheck pytest
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy
+
+pytest: $(VENV)/.dev-installed
+	MNIST_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

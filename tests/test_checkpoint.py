@@ -1,0 +1,132 @@
+"""Checkpoints: round trip, metadata, and refusal of anything that does not match."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from models.checkpoint import (
+    DIGIT_LABELS,
+    CheckpointError,
+    CheckpointMeta,
+    load_checkpoint,
+    save_checkpoint,
+)
+from models.registry import InputSpec, get_input_spec, get_model
+
+
+def _meta(arch: str = "lenet", **over: object) -> CheckpointMeta:
+    fields: dict[str, object] = dict(
+        architecture=arch, arch_kwargs={}, input_spec=get_input_spec(arch), mean=0.1307,
+        std=0.3081, labels=DIGIT_LABELS, test_accuracy=0.99, test_loss=0.03,
+        train_command="python -m models.train --model " + arch, seed=1, dataset_fingerprint="ab")
+    fields.update(over)
+    return CheckpointMeta(**fields)  # type: ignore[arg-type]
+
+
+def _raw(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())  # noqa: SIM118
+
+
+def test_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:
+    model = get_model("mnist_cnn")
+    path = save_checkpoint(model, _meta("mnist_cnn"), tmp_path / "m.safetensors")
+    ckpt = load_checkpoint(path, expect_architecture="mnist_cnn")
+    for (k, a), (_, b) in zip(model.state_dict().items(), ckpt.model.state_dict().items(),
+                              strict=True):
+        assert torch.equal(a, b), k
+    assert ckpt.meta.input_spec == InputSpec(1, 28, 28)
+    assert ckpt.meta.labels == DIGIT_LABELS
+    assert ckpt.meta.torch_version == torch.__version__
+    assert len(ckpt.file_sha256) == 64
+    assert not ckpt.model.training
+
+
+def test_metadata_is_strings_with_every_field(tmp_path: Path) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
+    _, meta = _raw(path)
+    for key in ["architecture", "arch_kwargs", "input_spec", "mean", "std", "labels",
+                "test_accuracy", "test_loss", "train_command", "seed", "dataset_fingerprint",
+                "torch_version", "created_at", "tensors_sha256", "format_version"]:
+        assert isinstance(meta[key], str), key
+    assert json.loads(meta["input_spec"]) == {"channels": 1, "height": 28, "width": 28}
+
+
+def test_no_pickle_in_the_file(tmp_path: Path) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
+    assert b"\x80\x04" not in path.read_bytes()[:64]  # a pickle stream would start so
+    header_len = int.from_bytes(path.read_bytes()[:8], "little")
+    json.loads(path.read_bytes()[8 : 8 + header_len])  # the header is plain JSON
+
+
+def test_edited_weights_are_detected(tmp_path: Path) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # flip bits inside the last tensor
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="modified after it was written"):
+        load_checkpoint(path)
+
+
+def test_wrong_architecture_is_refused(tmp_path: Path) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
+    with pytest.raises(CheckpointError, match="holds 'lenet', not 'mnist_cnn'"):
+        load_checkpoint(path, expect_architecture="mnist_cnn")
+
+
+def test_tensors_of_another_net_are_refused(tmp_path: Path) -> None:
+    # LeNet tensors under mnist_cnn's name: a valid digest but the wrong shapes.
+    path = save_checkpoint(get_model("lenet"), _meta("mnist_cnn"), tmp_path / "x.safetensors")
+    with pytest.raises(CheckpointError, match="does not match mnist_cnn: missing tensors"):
+        load_checkpoint(path)
+
+
+def test_wrong_shape_is_named(tmp_path: Path) -> None:
+    path = save_checkpoint(get_model("lenet", num_classes=5), _meta(), tmp_path / "l.safetensors")
+    with pytest.raises(CheckpointError, match=r"wrong shape, e.g. classifier.4.bias: \(5,\)"):
+        load_checkpoint(path)
+
+
+def test_unknown_architecture_is_refused(tmp_path: Path) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
+    tensors, meta = _raw(path)
+    meta["architecture"] = "resnet"
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match="'resnet' is not a known model"):
+        load_checkpoint(path)
+
+
+def test_wrong_input_spec_is_refused(tmp_path: Path) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(input_spec=InputSpec(3, 224, 224)),
+                           tmp_path / "l.safetensors")
+    with pytest.raises(CheckpointError, match="input spec"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("key", ["labels", "test_accuracy", "dataset_fingerprint"])
+def test_missing_metadata_is_named(tmp_path: Path, key: str) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
+    tensors, meta = _raw(path)
+    del meta[key]
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match=f"lacks {key}"):
+        load_checkpoint(path)
+
+
+def test_accuracy_must_be_a_fraction(tmp_path: Path) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(test_accuracy=99.3), tmp_path / "l.st")
+    with pytest.raises(CheckpointError, match="not a fraction"):
+        load_checkpoint(path)
+
+
+def test_not_a_safetensors_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"\x80\x04\x95 pickle, not safetensors")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "absent.safetensors")

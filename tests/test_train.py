@@ -1,0 +1,108 @@
+"""Training and evaluation CLIs on a few hundred images: outputs, metadata, DDP, errors."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models import evaluate as evaluate_cli
+from models import train as train_cli
+from models.checkpoint import load_checkpoint
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _train(data_dir: Path, out: Path, *extra: str) -> int:
+    return train_cli.main(["--model", "lenet", "--data-dir", str(data_dir), "--no-download",
+                           "--limit-train", "512", "--limit-test", "256", "--device", "cpu",
+                           "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("train") / "lenet.safetensors"
+    assert _train(data_dir, out, "--epochs", "2", "--batch-size", "32", "--lr", "1e-2") == 0
+    return out
+
+
+def test_training_writes_checkpoint_log_and_plot(trained: Path) -> None:
+    ckpt = load_checkpoint(trained, expect_architecture="lenet")
+    assert ckpt.meta.test_accuracy > 0.5  # 2 short epochs beat chance by far
+    assert "--limit-train 512" in ckpt.meta.train_command
+    assert ckpt.meta.train_command.startswith("python -m models.train --model lenet")
+    assert len(ckpt.meta.dataset_fingerprint) == 64
+    history = json.loads(trained.with_suffix(".log.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "images_per_s"} <= set(
+        history[0])
+    assert history[0]["images"] == 512
+    assert trained.with_suffix(".accuracy.png").read_bytes().startswith(PNG)
+
+
+def test_evaluation_cli_reproduces_the_recorded_accuracy(
+    trained: Path, data_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    plot = tmp_path / "confusion.png"
+    code = evaluate_cli.main(["--model", "lenet", "--weights", str(trained), "--data-dir",
+                              str(data_dir), "--no-download", "--limit", "256", "--device", "cpu",
+                              "--plot", str(plot)])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    ckpt = load_checkpoint(trained)
+    assert result["accuracy"] == ckpt.meta.test_accuracy
+    assert result["loss"] == pytest.approx(ckpt.meta.test_loss, rel=1e-4)
+    assert result["n"] == 256
+    assert len(result["per_class_accuracy"]) == 10
+    assert sum(map(sum, result["confusion_matrix"])) == 256
+    assert result["images_per_s"] > 0
+    assert plot.read_bytes().startswith(PNG)
+
+
+def test_evaluation_cli_refuses_a_mismatched_checkpoint(trained: Path, data_dir: Path) -> None:
+    assert evaluate_cli.main(["--model", "mnist_cnn", "--weights", str(trained),
+                              "--data-dir", str(data_dir), "--no-download"]) == 2
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "lenet.safetensors"
+    assert _train(data_dir, out, "--dry-run") == 0
+    assert not list(tmp_path.iterdir())
+
+
+def test_224_nets_train_through_the_shared_transform(tmp_path: Path, data_dir: Path) -> None:
+    code = train_cli.main(["--model", "alexnet", "--data-dir", str(data_dir), "--no-download",
+                           "--limit-train", "8", "--batch-size", "4", "--device", "cpu",
+                           "--dry-run"])
+    assert code == 0
+
+
+def test_offline_without_data_says_where_files_belong(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert _train(tmp_path, tmp_path / "x.safetensors") == 2
+    assert str(tmp_path / "MNIST" / "raw") in caplog.text
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_on_two_cpu_processes(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "ddp.safetensors"
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+           "--master-addr=127.0.0.1", f"--master-port={port}",
+           "-m", "models.train", "--model", "lenet", "--data-dir", str(data_dir), "--no-download",
+           "--limit-train", "512", "--limit-test", "256", "--epochs", "1", "--batch-size", "64",
+           "--device", "cpu", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(out)
+    assert ckpt.meta.train_command.startswith("torchrun --nproc-per-node=2 -m models.train")
+    history = json.loads(out.with_suffix(".log.json").read_text())["history"]
+    assert history[0]["images"] == 512  # both ranks' shards, counted once each
+    assert "cpu x2" in proc.stderr
