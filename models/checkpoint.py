@@ -124,6 +124,7 @@ def save_checkpoint(model: nn.Module, meta: CheckpointMeta, path: str | Path) ->
     meta.tensors_sha256 = tensors_digest(tensors)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=meta.to_strings())
+    tmp.chmod(0o644)  # safetensors writes 0600; a server running as another user must read it
     tmp.replace(path)  # atomic: a server never sees half a file
     return path
 

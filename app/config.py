@@ -1,0 +1,51 @@
+"""Settings(BaseSettings): the only place that reads the environment."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service configuration; every field is an environment variable of the same name."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    weights_dir: Path = Field(Path("weights"), description="folder of <model>.safetensors files")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    models: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated models to serve; empty = every registered model")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "bfloat16", description="inference dtype on CUDA (the CPU always runs float32)")
+    max_batch_size: int = Field(64, ge=1, le=4096, description="images per model call")
+    max_batch_delay_ms: float = Field(
+        2.0, ge=0, le=1000, description="longest wait to fill a batch while the model is busy")
+    max_queue: int = Field(2048, ge=1, description="images waiting per model before 503")
+    request_timeout_s: float = Field(30.0, gt=0, description="queue + inference time before 504")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="request body limit (413)")
+    max_files: int = Field(256, ge=1, description="images per request (422 beyond)")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="width x height per image (413)")
+    warmup: bool = Field(True, description="run batches of 1 and MAX_BATCH_SIZE at start-up")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 503")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, v: object) -> object:
+        if isinstance(v, str):
+            return tuple(m.strip() for m in v.split(",") if m.strip())
+        return v
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> "Settings":
+        if self.max_files > self.max_queue:
+            raise ValueError("MAX_FILES must not exceed MAX_QUEUE, or a full request never fits")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once from the environment."""
+    return Settings()

@@ -1,0 +1,126 @@
+"""POST /predict/{model}: decode -> preprocess -> batch queue -> model -> response."""
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from app.batching import BatcherClosedError, QueueFullError
+from app.preprocess import ImageLimits, ImageRejected, preprocess
+from app.problems import ProblemError, problem_responses
+from app.routes.deps import MetricsDep, SettingsDep, ZooDep
+from app.schemas import PredictResponse
+from app.uploads import Upload, read_uploads
+
+router = APIRouter(tags=["predict"])
+
+_IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
+REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "One or more images as multipart parts named `files`, or one raw image.",
+    "content": {
+        "multipart/form-data": {
+            "schema": {"type": "object", "required": ["files"], "properties": {
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}},
+        },
+        "image/png": _IMAGE_BODY,
+        "image/jpeg": _IMAGE_BODY,
+        "image/*": _IMAGE_BODY,
+    },
+}
+EXAMPLE = {"model": "lenet", "device": "cpu", "predictions": [{
+    "filename": "seven.png", "label": "7", "confidence": 0.9981,
+    "probabilities": [1e-05, 2e-05, 0.0011, 0.0002, 1e-05, 3e-05, 1e-06, 0.9981, 1e-05, 0.0005],
+    "top_k": [{"label": "7", "probability": 0.9981}, {"label": "2", "probability": 0.0011},
+              {"label": "9", "probability": 0.0005}]}]}
+
+
+def _preprocess_all(uploads: list[Upload], limits: ImageLimits) -> torch.Tensor:
+    """Every upload -> one N x 1 x 28 x 28 tensor; the first bad file fails the request."""
+    digits = np.empty((len(uploads), 1, 28, 28), dtype=np.float32)
+    for i, up in enumerate(uploads):
+        try:
+            digits[i, 0] = preprocess(up.data, limits)
+        except ImageRejected as exc:
+            raise ProblemError(exc.status_code, f"{up.filename}: {exc.detail}",
+                               slug="invalid-image" if exc.status_code == 422 else None,
+                               title="Invalid image" if exc.status_code == 422 else None,
+                               filename=up.filename, index=i) from None
+    return torch.from_numpy(digits)
+
+
+def _predictions(uploads: list[Upload], probs: torch.Tensor, labels: list[str],
+                 top_k: int) -> list[dict[str, Any]]:
+    k = min(top_k, probs.shape[1])
+    top_p, top_i = probs.topk(k, dim=1)
+    rows = probs.tolist()
+    out = []
+    for up, row, tp, ti in zip(uploads, rows, top_p.tolist(), top_i.tolist(), strict=True):
+        out.append({"filename": up.filename, "label": labels[ti[0]], "confidence": tp[0],
+                    "probabilities": row,
+                    "top_k": [{"label": labels[i], "probability": p} for p, i in zip(tp, ti,
+                                                                                   strict=True)]})
+    return out
+
+
+@router.post(
+    "/predict/{model}",
+    response_model=PredictResponse,
+    summary="Classify uploaded digit images",
+    description="Each image is turned into an MNIST-style digit (any polarity, size, position, "
+    "transparency or orientation), queued with other requests' images, and classified in "
+    "dynamic batches. Predictions come back in upload order.",
+    openapi_extra={"requestBody": REQUEST_BODY},
+    responses={200: {"content": {"application/json": {"example": EXAMPLE}}},
+               **problem_responses(400, 404, 413, 415, 422, 500, 503, 504)},
+)
+async def predict(
+    model: str,
+    request: Request,
+    zoo: ZooDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    top_k: Annotated[int, Query(ge=1, le=10, description="how many labels to rank")] = 3,
+) -> dict[str, Any]:
+    """Classify the uploaded images with ``model``."""
+    started = time.perf_counter()
+    label = model if model in zoo.models else "_unknown"  # bounded label cardinality
+    status, n_images = 500, 0
+    try:
+        served = zoo.get(model)
+        uploads = await read_uploads(request, settings.max_files)
+        n_images = len(uploads)
+        limits = ImageLimits(max_pixels=settings.max_image_pixels)
+        digits = await run_in_threadpool(_preprocess_all, uploads, limits)
+        assert served.batcher is not None and served.ckpt is not None
+        try:
+            probs = await asyncio.wait_for(served.batcher.submit(digits),
+                                           settings.request_timeout_s)
+        except QueueFullError as exc:
+            raise ProblemError(503, f"{exc}; retry after {settings.retry_after_s} s",
+                               slug="queue-full",
+                               headers={"Retry-After": str(settings.retry_after_s)}) from None
+        except BatcherClosedError:
+            raise ProblemError(503, "the service is shutting down", slug="shutting-down",
+                               headers={"Retry-After": str(settings.retry_after_s)}) from None
+        except TimeoutError:
+            raise ProblemError(504, f"no answer from {model} within {settings.request_timeout_s} s",
+                               slug="inference-timeout") from None
+        except Exception as exc:  # the model raised: only this batch failed
+            raise ProblemError(500, f"inference failed for this batch: {type(exc).__name__}",
+                               slug="inference-failed") from None
+        body = {"model": model, "device": str(zoo.device),
+                "predictions": _predictions(uploads, probs, served.ckpt.meta.labels, top_k)}
+        status = 200
+        return body
+    except ProblemError as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.requests.labels(label, str(status)).inc()
+        metrics.images.labels(label, str(status)).inc(n_images)
+        metrics.request_latency.labels(label).observe(time.perf_counter() - started)

@@ -1,0 +1,67 @@
+"""The zoo as served: every listed model, its start-up and shutdown, and lookups by name."""
+
+import asyncio
+import logging
+
+import torch
+
+from app.config import Settings
+from app.metrics import Metrics
+from app.problems import ProblemError
+from app.serving import ServedModel, load_one, model_names, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+class Zoo:
+    """Models by name, on one device; built in the app's lifespan."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, device: torch.device) -> None:
+        self.settings, self.metrics, self.device = settings, metrics, device
+        self.models: dict[str, ServedModel] = {}
+        self.accepting = False
+
+    @classmethod
+    async def start(cls, settings: Settings, metrics: Metrics) -> "Zoo":
+        """Load every listed model (off the event loop), then start their batchers."""
+        zoo = cls(settings, metrics, resolve_device(settings.device))
+        names = model_names(settings)
+        for name in names:  # one at a time: loading is memory- and device-bound
+            zoo.models[name] = await asyncio.to_thread(load_one, name, settings, zoo.device, metrics)
+        for served in zoo.models.values():
+            if served.batcher is not None:
+                served.batcher.start()
+        zoo.accepting = True
+        loaded = [n for n, m in zoo.models.items() if m.ready]
+        log.info("ready on %s with %s (%d of %d listed)", zoo.device, ", ".join(loaded) or "nothing",
+                 len(loaded), len(names))
+        return zoo
+
+    async def stop(self) -> None:
+        """Take no new requests; let every accepted one finish."""
+        self.accepting = False
+        await asyncio.gather(*(m.batcher.stop() for m in self.models.values() if m.batcher))
+
+    def get(self, name: str) -> ServedModel:
+        """The named model, ready to take work, or the problem that says why not."""
+        served = self.models.get(name)
+        if served is None:
+            shown = name if len(name) <= 64 else name[:64] + "..."
+            raise ProblemError(404, f"no model named {shown!r}; known models: "
+                               f"{', '.join(self.models)}", slug="unknown-model",
+                               title="Unknown model", known_models=list(self.models))
+        if not self.accepting:
+            raise ProblemError(503, "the service is shutting down", slug="shutting-down",
+                               headers={"Retry-After": str(self.settings.retry_after_s)})
+        if not served.ready:
+            raise ProblemError(503, f"model {name!r} is not loaded: {served.reason}",
+                               slug="model-not-loaded", title="Model not loaded",
+                               headers={"Retry-After": "60"})
+        return served
+
+    @property
+    def ready(self) -> bool:
+        """Accepting, and every model with a valid checkpoint is loaded and warmed."""
+        served = self.models.values()
+        return self.accepting and any(m.ready for m in served) and all(
+            m.ready for m in served if m.status not in ("missing", "invalid"))

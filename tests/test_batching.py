@@ -1,0 +1,152 @@
+"""DynamicBatcher: order, batching under load, no wait when idle, bounds, faults, draining."""
+
+import asyncio
+import threading
+import time
+
+import pytest
+import torch
+from torch import Tensor
+
+from app.batching import BatcherClosedError, BatchStats, DynamicBatcher, QueueFullError
+
+
+class Recorder:
+    """A model stand-in that doubles its input and records each call's batch size."""
+
+    def __init__(self, delay_s: float = 0.0, fail_calls: set[int] | None = None) -> None:
+        self.sizes: list[int] = []
+        self.threads: set[str] = set()
+        self.delay_s, self.fail_calls = delay_s, fail_calls or set()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        self.sizes.append(int(x.shape[0]))
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay_s)
+        if len(self.sizes) in self.fail_calls:
+            raise RuntimeError("boom")
+        return x * 2
+
+
+def _batcher(fn: Recorder, **kw: object) -> DynamicBatcher:
+    args: dict[str, object] = dict(name="t", max_batch_size=8, max_delay_s=0.01, max_queue=64)
+    args.update(kw)
+    b = DynamicBatcher(fn, **args)  # type: ignore[arg-type]
+    b.start()
+    return b
+
+
+def _x(n: int, start: float = 0) -> Tensor:
+    return torch.arange(start, start + n, dtype=torch.float32).view(n, 1)
+
+
+async def test_rows_come_back_in_order_and_batched_under_load() -> None:
+    fn = Recorder(delay_s=0.005)
+    b = _batcher(fn)
+    outs = await asyncio.gather(*(b.submit(_x(1, i)) for i in range(40)))
+    assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(40)]
+    assert max(fn.sizes) > 1 and sum(fn.sizes) == 40
+    assert all(s <= 8 for s in fn.sizes)
+    assert fn.threads == {next(iter(fn.threads))} and "model-t" in next(iter(fn.threads))
+    await b.stop()
+
+
+async def test_idle_model_runs_at_once() -> None:
+    b = _batcher(Recorder(), max_delay_s=0.5)
+    started = time.perf_counter()
+    await b.submit(_x(1))
+    assert time.perf_counter() - started < 0.25  # did not wait for the 0.5 s delay
+    await b.stop()
+
+
+async def test_busy_model_waits_to_fill_the_batch() -> None:
+    fn = Recorder(delay_s=0.05)
+    b = _batcher(fn, max_delay_s=0.2)
+    first = asyncio.create_task(b.submit(_x(1)))
+    await asyncio.sleep(0.01)  # the model is now busy with the first image
+    rest = [asyncio.create_task(b.submit(_x(1, i))) for i in range(3)]
+    await asyncio.sleep(0.06)  # the first batch is done; 3 queued, the batch waits for more
+    late = [asyncio.create_task(b.submit(_x(1, i))) for i in range(3)]
+    await asyncio.gather(first, *rest, *late)
+    assert fn.sizes == [1, 6]
+    await b.stop()
+
+
+async def test_big_requests_are_split_and_reassembled() -> None:
+    fn = Recorder()
+    b = _batcher(fn, max_batch_size=4)
+    out = await b.submit(_x(10))
+    assert torch.equal(out, _x(10) * 2)
+    assert all(s <= 4 for s in fn.sizes) and sum(fn.sizes) == 10
+    await b.stop()
+
+
+async def test_full_queue_refuses_then_recovers() -> None:
+    fn = Recorder(delay_s=0.05)
+    b = _batcher(fn, max_queue=4, max_batch_size=2)
+    tasks = [asyncio.create_task(b.submit(_x(1))) for _ in range(4)]
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFullError, match="queue is full"):
+        await b.submit(_x(3))
+    await asyncio.gather(*tasks)
+    assert b.queued_images == 0
+    assert torch.equal(await b.submit(_x(3)), _x(3) * 2)
+    await b.stop()
+
+
+async def test_a_failing_batch_fails_only_its_requests() -> None:
+    fn = Recorder(fail_calls={1})
+    b = _batcher(fn)
+    with pytest.raises(RuntimeError, match="boom"):
+        await b.submit(_x(2))
+    assert torch.equal(await b.submit(_x(2)), _x(2) * 2)
+    await b.stop()
+
+
+async def test_wrong_output_count_is_an_error() -> None:
+    b = DynamicBatcher(lambda x: x[:1], name="t", max_batch_size=4, max_delay_s=0, max_queue=8)
+    b.start()
+    with pytest.raises(RuntimeError, match="returned 1 rows for 3 inputs"):
+        await b.submit(_x(3))
+    await b.stop()
+
+
+async def test_timed_out_requests_are_skipped_and_free_the_queue() -> None:
+    fn = Recorder(delay_s=0.1)
+    b = _batcher(fn, max_batch_size=1)
+    first = asyncio.create_task(b.submit(_x(1)))
+    await asyncio.sleep(0.01)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(b.submit(_x(1, 5)), 0.02)
+    await first
+    await asyncio.sleep(0.05)
+    assert fn.sizes == [1]  # the abandoned image never reached the model
+    assert b.queued_images == 0
+    await b.stop()
+
+
+async def test_stop_finishes_accepted_work_and_refuses_new() -> None:
+    fn = Recorder(delay_s=0.02)
+    b = _batcher(fn, max_batch_size=2)
+    tasks = [asyncio.create_task(b.submit(_x(1, i))) for i in range(6)]
+    await asyncio.sleep(0)
+    await b.stop()
+    assert [float(t.result()[0, 0]) for t in tasks] == [2.0 * i for i in range(6)]
+    with pytest.raises(BatcherClosedError):
+        await b.submit(_x(1))
+
+
+async def test_batch_stats_reach_the_observer() -> None:
+    seen: list[BatchStats] = []
+    b = _batcher(Recorder(), on_batch=seen.append)
+    await b.submit(_x(3))
+    assert seen[0].size == 3 and len(seen[0].queue_waits) == 1 and seen[0].inference_s >= 0
+    await b.stop()
+
+
+@pytest.mark.parametrize("kw", [{"max_batch_size": 0}, {"max_delay_s": -1}, {"max_queue": 0}])
+def test_parameters_are_validated(kw: dict[str, float]) -> None:
+    args: dict[str, object] = dict(name="t", max_batch_size=8, max_delay_s=0.01, max_queue=64)
+    args.update(kw)
+    with pytest.raises(ValueError):
+        DynamicBatcher(Recorder(), **args)  # type: ignore[arg-type]

