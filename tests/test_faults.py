@@ -1,0 +1,151 @@
+"""Faults and overload through the ASGI app: timeouts, full queues, failing models, bad weights."""
+
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.serving import Predictor
+from models.checkpoint import load_checkpoint
+from models.data import MnistSplit
+from tests.helpers import WEIGHTS, png, settings
+
+
+@pytest.fixture(scope="module")
+def seven(mnist_test: MnistSplit) -> bytes:
+    return png(mnist_test.images[0, 0].numpy())
+
+
+async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            yield c
+
+
+def _wrap_model(app: FastAPI, name: str, wrap: Callable[[Callable], Callable]) -> None:
+    batcher = app.state.zoo.models[name].batcher
+    batcher.fn = wrap(batcher.fn)
+
+
+async def test_slow_inference_times_out_with_504(seven: bytes) -> None:
+    app = create_app(settings(models=("lenet",), request_timeout_s=0.2))
+    async for c in _client(app):
+        def slow(fn: Callable) -> Callable:
+            return lambda x: (time.sleep(0.5), fn(x))[1]
+        _wrap_model(app, "lenet", slow)
+        r = await c.post("/predict/lenet", files={"files": seven})
+        assert r.status_code == 504 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"] == "/problems/inference-timeout"
+
+
+async def test_flood_gets_503_with_retry_after_then_recovers(seven: bytes) -> None:
+    app = create_app(settings(models=("lenet",), max_queue=4, max_files=4, max_batch_size=2))
+    async for c in _client(app):
+        original = app.state.zoo.models["lenet"].batcher.fn
+        _wrap_model(app, "lenet", lambda fn: lambda x: (time.sleep(0.02), fn(x))[1])
+        rs = await asyncio.gather(*(c.post("/predict/lenet", files={"files": seven})
+                                    for _ in range(40)))
+        codes = [r.status_code for r in rs]
+        assert set(codes) == {200, 503}, codes
+        for r in rs:
+            if r.status_code == 503:
+                assert r.headers["retry-after"] == "1"
+                assert r.json()["type"] == "/problems/queue-full"
+            else:
+                assert r.json()["predictions"][0]["label"] == "7"
+        app.state.zoo.models["lenet"].batcher.fn = original
+        again = await asyncio.gather(*(c.post("/predict/lenet", files={"files": seven})
+                                       for _ in range(4)))
+        assert [r.status_code for r in again] == [200] * 4  # recovered at once
+
+
+async def test_a_model_that_raises_fails_only_its_batch(seven: bytes) -> None:
+    app = create_app(settings(models=("lenet",)))
+    async for c in _client(app):
+        calls = {"n": 0}
+
+        def flaky(fn: Callable) -> Callable:
+            def call(x: torch.Tensor) -> torch.Tensor:
+                calls["n"] += 1
+                if calls["n"] == 1:
+                    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+                return fn(x)  # type: ignore[no-any-return]
+            return call
+
+        _wrap_model(app, "lenet", flaky)
+        r = await c.post("/predict/lenet", files={"files": seven})
+        assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+        assert "illegal memory" not in r.text  # internals stay in the log
+        r = await c.post("/predict/lenet", files={"files": seven})
+        assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "7"
+        assert (await c.get("/health/ready")).status_code == 200
+
+
+def test_out_of_memory_splits_the_batch() -> None:
+    predictor = Predictor(load_checkpoint(WEIGHTS / "lenet.safetensors"), torch.device("cpu"),
+                          torch.float32)
+    sizes: list[int] = []
+    forward = predictor._forward
+
+    def limited(x: torch.Tensor) -> torch.Tensor:
+        sizes.append(int(x.shape[0]))
+        if x.shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(x)
+
+    predictor._forward = limited  # type: ignore[method-assign]
+    x = torch.rand(16, 1, 28, 28)
+    out = predictor(x)
+    assert out.shape == (16, 10)
+    assert torch.allclose(out, forward(x), atol=1e-6)
+    assert sizes[:3] == [16, 8, 4]
+
+    def always_oom(x: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    predictor._forward = always_oom  # type: ignore[method-assign]
+    with pytest.raises(torch.OutOfMemoryError):  # a single image cannot be split further
+        predictor(torch.rand(1, 1, 28, 28))
+
+
+def test_checkpoint_changed_on_disk_is_refused_while_others_serve(
+    tmp_path: Path, seven: bytes
+) -> None:
+    for name in ("lenet", "mnist_cnn"):
+        shutil.copy(WEIGHTS / f"{name}.safetensors", tmp_path)
+    data = bytearray((tmp_path / "lenet.safetensors").read_bytes())
+    data[-100] ^= 0x01  # one flipped bit in the weights
+    (tmp_path / "lenet.safetensors").write_bytes(bytes(data))
+    with TestClient(create_app(settings(weights_dir=tmp_path, models=("lenet", "mnist_cnn")))) as c:
+        info = c.get("/models/lenet").json()
+        assert info["status"] == "invalid" and "modified after it was written" in info["reason"]
+        r = c.post("/predict/lenet", files={"files": seven})
+        assert r.status_code == 503 and "modified after it was written" in r.json()["detail"]
+        r = c.post("/predict/mnist_cnn", files={"files": seven})
+        assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "7"
+        ready = c.get("/health/ready")
+        assert ready.status_code == 200
+        assert ready.json()["models"] == {"lenet": "invalid", "mnist_cnn": "ready"}
+
+
+def test_body_over_the_limit_is_refused_before_reading(seven: bytes) -> None:
+    with TestClient(create_app(settings(models=("lenet",), max_upload_bytes=4096))) as c:
+        r = c.post("/predict/lenet", files={"files": ("big.png", b"x" * 10_000)})
+        assert r.status_code == 413 and r.json()["limit_bytes"] == 4096
+
+        def chunks() -> object:  # no Content-Length: the limit applies while reading
+            for _ in range(10):
+                yield b"y" * 1000
+
+        r = c.post("/predict/lenet", content=chunks(), headers={"content-type": "image/png"})
+        assert r.status_code == 413
+        assert c.post("/predict/lenet", files={"files": seven}).status_code == 200
