@@ -25,7 +25,8 @@ REQUEST_BODY: dict[str, Any] = {
     "content": {
         "multipart/form-data": {
             "schema": {"type": "object", "required": ["files"], "properties": {
-                "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}},
+                "files": {"type": "array", "minItems": 1,
+                          "items": {"type": "string", "format": "binary"}}}},
         },
         "image/png": _IMAGE_BODY,
         "image/jpeg": _IMAGE_BODY,
