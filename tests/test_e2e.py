@@ -1,14 +1,8 @@
 """End to end against a real uvicorn process: concurrency, batching, graceful shutdown."""
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import numpy as np
@@ -19,51 +13,8 @@ from app.preprocess import preprocess
 from models.checkpoint import load_checkpoint
 from models.data import MnistSplit
 from models.transforms import ModelInputTransform
-from tests.helpers import ROOT, WEIGHTS, png
-
-
-# uvicorn re-raises the signal it caught once its graceful shutdown is done.
-GRACEFUL = (0, -signal.SIGTERM)
-
-
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen[bytes]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(**env: str) -> Server:
-    """uvicorn app.main:app on a free loopback port, waited on until ready."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
-         str(port), "--timeout-graceful-shutdown", "30", "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, "WEIGHTS_DIR": str(WEIGHTS), "DEVICE": "cpu", **env})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return Server(url, proc)
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server not ready in 60 s")
-
-
-def stop_server(server: Server) -> int:
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-    return server.proc.wait(timeout=60)
+from tests.helpers import WEIGHTS, png
+from tests.server import GRACEFUL, Server, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
