@@ -99,7 +99,8 @@ class DynamicBatcher:
             raise ValueError("no inputs")
         if self._queued + n > self.max_queue:
             raise QueueFullError(
-                f"{self.name} queue is full ({self._queued} of {self.max_queue} images waiting)")
+                f"{self.name} queue is full ({self._queued} of {self.max_queue} images waiting)"
+            )
         loop = asyncio.get_running_loop()
         chunks = inputs.split(self.max_batch_size)
         jobs = [_Job(c, loop.create_future()) for c in chunks]
@@ -157,7 +158,8 @@ class DynamicBatcher:
             outputs = await loop.run_in_executor(self._executor, self.fn, inputs)
             if outputs.shape[0] != inputs.shape[0]:
                 raise RuntimeError(
-                    f"{self.name} returned {outputs.shape[0]} rows for {inputs.shape[0]} inputs")
+                    f"{self.name} returned {outputs.shape[0]} rows for {inputs.shape[0]} inputs"
+                )
         except Exception as exc:  # fails this batch only; the worker goes on
             log.exception("inference failed for a batch of %d on %s", inputs.shape[0], self.name)
             for j in batch:
@@ -166,9 +168,13 @@ class DynamicBatcher:
             return
         finally:
             if self._on_batch is not None:
-                self._on_batch(BatchStats(int(inputs.shape[0]),
-                                          [started - j.enqueued for j in batch],
-                                          time.perf_counter() - started))
+                self._on_batch(
+                    BatchStats(
+                        int(inputs.shape[0]),
+                        [started - j.enqueued for j in batch],
+                        time.perf_counter() - started,
+                    )
+                )
         for j, out in zip(batch, outputs.split([len(j) for j in batch]), strict=True):
             if not j.future.done():
                 j.future.set_result(out)

@@ -14,15 +14,21 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
     weights_dir: Path = Field(Path("weights"), description="folder of <model>.safetensors files")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
-                        description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N",
+    )
     models: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="comma-separated models to serve; empty = every registered model")
+        (), description="comma-separated models to serve; empty = every registered model"
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "bfloat16", description="inference dtype on CUDA (the CPU always runs float32)")
+        "bfloat16", description="inference dtype on CUDA (the CPU always runs float32)"
+    )
     max_batch_size: int = Field(64, ge=1, le=4096, description="images per model call")
     max_batch_delay_ms: float = Field(
-        2.0, ge=0, le=1000, description="longest wait to fill a batch while the model is busy")
+        2.0, ge=0, le=1000, description="longest wait to fill a batch while the model is busy"
+    )
     max_queue: int = Field(2048, ge=1, description="images waiting per model before 503")
     request_timeout_s: float = Field(30.0, gt=0, description="queue + inference time before 504")
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="request body limit (413)")

@@ -32,8 +32,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.zoo.stop()
 
-    app = FastAPI(title="MNIST model zoo", version="0.1.0", description=DESCRIPTION,
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="MNIST model zoo", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+    )
     app.state.settings, app.state.metrics = settings, metrics
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)

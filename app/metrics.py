@@ -12,18 +12,42 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("zoo_requests", "Prediction requests by model and HTTP status",
-                                ["model", "status"], registry=r)
-        self.images = Counter("zoo_images", "Images in prediction requests by model and status",
-                              ["model", "status"], registry=r)
-        self.request_latency = Histogram("zoo_request_latency_seconds",
-                                         "Prediction request latency, receive to response",
-                                         ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_wait = Histogram("zoo_queue_wait_seconds", "Time an image waits for its batch",
-                                    ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.inference = Histogram("zoo_inference_seconds", "Model call time per batch",
-                                   ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("zoo_batch_size", "Images per model call", ["model"],
-                                    buckets=BATCH_BUCKETS, registry=r)
-        self.queue_depth = Gauge("zoo_queue_depth", "Images waiting in a model's queue",
-                                 ["model"], registry=r)
+        self.requests = Counter(
+            "zoo_requests",
+            "Prediction requests by model and HTTP status",
+            ["model", "status"],
+            registry=r,
+        )
+        self.images = Counter(
+            "zoo_images",
+            "Images in prediction requests by model and status",
+            ["model", "status"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "zoo_request_latency_seconds",
+            "Prediction request latency, receive to response",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "zoo_queue_wait_seconds",
+            "Time an image waits for its batch",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "zoo_inference_seconds",
+            "Model call time per batch",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "zoo_batch_size", "Images per model call", ["model"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge(
+            "zoo_queue_depth", "Images waiting in a model's queue", ["model"], registry=r
+        )

@@ -18,9 +18,16 @@ PROBLEM_JSON = "application/problem+json"
 class ProblemError(Exception):
     """An error answered as problem+json; ``slug`` names its type, ``extra`` adds members."""
 
-    def __init__(self, status: int, detail: str, *, slug: str | None = None,
-                 title: str | None = None, headers: dict[str, str] | None = None,
-                 **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        slug: str | None = None,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status, self.detail, self.headers, self.extra = status, detail, headers or {}, extra
         phrase = HTTPStatus(status).phrase
@@ -30,8 +37,13 @@ class ProblemError(Exception):
 
 def problem_response(exc: ProblemError) -> JSONResponse:
     """The problem+json response for ``exc``."""
-    body = {"type": f"/problems/{exc.slug}", "title": exc.title, "status": exc.status,
-            "detail": exc.detail, **exc.extra}
+    body = {
+        "type": f"/problems/{exc.slug}",
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.detail,
+        **exc.extra,
+    }
     return JSONResponse(body, status_code=exc.status, headers=exc.headers, media_type=PROBLEM_JSON)
 
 
@@ -48,17 +60,27 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
-              for e in exc.errors()]
-    detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)  # type: ignore[arg-type]
-    return problem_response(ProblemError(422, detail or "invalid request", slug="invalid-request",
-                                         title="Invalid request", errors=errors))
+    errors = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
+    return problem_response(
+        ProblemError(
+            422,
+            detail or "invalid request",
+            slug="invalid-request",
+            title="Invalid request",
+            errors=errors,
+        )
+    )
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return problem_response(ProblemError(500, "internal error; the service is still running",
-                                         slug="internal-error"))
+    return problem_response(
+        ProblemError(500, "internal error; the service is still running", slug="internal-error")
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -74,8 +96,11 @@ _EXAMPLES: dict[int, tuple[str, str, str]] = {
     404: ("unknown-model", "Unknown model", "no model named 'resnet'; known: lenet, mnist_cnn"),
     405: ("method-not-allowed", "Method Not Allowed", "Method Not Allowed"),
     413: ("content-too-large", "Content Too Large", "request body exceeds 20971520 bytes"),
-    415: ("unsupported-media-type", "Unsupported Media Type",
-          "send multipart/form-data with parts named 'files', or one image as image/*"),
+    415: (
+        "unsupported-media-type",
+        "Unsupported Media Type",
+        "send multipart/form-data with parts named 'files', or one image as image/*",
+    ),
     422: ("invalid-image", "Invalid image", "digit.png: not a recognised image"),
     500: ("internal-error", "Internal Server Error", "inference failed for this batch"),
     503: ("queue-full", "Service Unavailable", "lenet queue is full; retry after 1 s"),
@@ -89,7 +114,9 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     for code in codes:
         slug, title, detail = _EXAMPLES[code]
         example = {"type": f"/problems/{slug}", "title": title, "status": code, "detail": detail}
-        out[code] = {"model": Problem, "description": title,
-                     "content": {PROBLEM_JSON: {"schema": Problem.model_json_schema(),
-                                                "example": example}}}
+        out[code] = {
+            "model": Problem,
+            "description": title,
+            "content": {PROBLEM_JSON: {"schema": Problem.model_json_schema(), "example": example}},
+        }
     return out

@@ -106,8 +106,9 @@ def load_one(name: str, settings: Settings, device: torch.device, metrics: Metri
     """Load, validate, place and warm one model; never raises for a bad checkpoint."""
     path = settings.weights_dir / f"{name}.safetensors"
     if not path.is_file():
-        return ServedModel(name, path, "missing", f"no checkpoint at {path}; make it with: "
-                           f"{train_command(name)}")
+        return ServedModel(
+            name, path, "missing", f"no checkpoint at {path}; make it with: {train_command(name)}"
+        )
     started = time.perf_counter()
     try:
         ckpt = load_checkpoint(path, expect_architecture=name)
@@ -124,12 +125,25 @@ def load_one(name: str, settings: Settings, device: torch.device, metrics: Metri
         log.exception("could not start %s on %s", name, device)
         return ServedModel(name, path, "failed", f"could not start on {device}: {exc}")
     batcher = DynamicBatcher(
-        predictor, name=name, max_batch_size=settings.max_batch_size,
-        max_delay_s=settings.max_batch_delay_ms / 1000, max_queue=settings.max_queue,
-        on_batch=_on_batch(metrics, name))
+        predictor,
+        name=name,
+        max_batch_size=settings.max_batch_size,
+        max_delay_s=settings.max_batch_delay_ms / 1000,
+        max_queue=settings.max_queue,
+        on_batch=_on_batch(metrics, name),
+    )
     metrics.queue_depth.labels(name).set_function(lambda: batcher.queued_images)
-    served = ServedModel(name, path, "loaded", None, ckpt, predictor, batcher,
-                         warmed=True, load_seconds=time.perf_counter() - started)
+    served = ServedModel(
+        name,
+        path,
+        "loaded",
+        None,
+        ckpt,
+        predictor,
+        batcher,
+        warmed=True,
+        load_seconds=time.perf_counter() - started,
+    )
     log.info("loaded %s on %s (%s) in %.2f s", name, device, dtype, served.load_seconds)
     return served
 

@@ -27,14 +27,21 @@ class Zoo:
         zoo = cls(settings, metrics, resolve_device(settings.device))
         names = model_names(settings)
         for name in names:  # one at a time: loading is memory- and device-bound
-            zoo.models[name] = await asyncio.to_thread(load_one, name, settings, zoo.device, metrics)
+            zoo.models[name] = await asyncio.to_thread(
+                load_one, name, settings, zoo.device, metrics
+            )
         for served in zoo.models.values():
             if served.batcher is not None:
                 served.batcher.start()
         zoo.accepting = True
         loaded = [n for n, m in zoo.models.items() if m.ready]
-        log.info("ready on %s with %s (%d of %d listed)", zoo.device, ", ".join(loaded) or "nothing",
-                 len(loaded), len(names))
+        log.info(
+            "ready on %s with %s (%d of %d listed)",
+            zoo.device,
+            ", ".join(loaded) or "nothing",
+            len(loaded),
+            len(names),
+        )
         return zoo
 
     async def stop(self) -> None:
@@ -47,21 +54,36 @@ class Zoo:
         served = self.models.get(name)
         if served is None:
             shown = name if len(name) <= 64 else name[:64] + "..."
-            raise ProblemError(404, f"no model named {shown!r}; known models: "
-                               f"{', '.join(self.models)}", slug="unknown-model",
-                               title="Unknown model", known_models=list(self.models))
+            raise ProblemError(
+                404,
+                f"no model named {shown!r}; known models: {', '.join(self.models)}",
+                slug="unknown-model",
+                title="Unknown model",
+                known_models=list(self.models),
+            )
         if not self.accepting:
-            raise ProblemError(503, "the service is shutting down", slug="shutting-down",
-                               headers={"Retry-After": str(self.settings.retry_after_s)})
+            raise ProblemError(
+                503,
+                "the service is shutting down",
+                slug="shutting-down",
+                headers={"Retry-After": str(self.settings.retry_after_s)},
+            )
         if not served.ready:
-            raise ProblemError(503, f"model {name!r} is not loaded: {served.reason}",
-                               slug="model-not-loaded", title="Model not loaded",
-                               headers={"Retry-After": "60"})
+            raise ProblemError(
+                503,
+                f"model {name!r} is not loaded: {served.reason}",
+                slug="model-not-loaded",
+                title="Model not loaded",
+                headers={"Retry-After": "60"},
+            )
         return served
 
     @property
     def ready(self) -> bool:
         """Accepting, and every model with a valid checkpoint is loaded and warmed."""
         served = self.models.values()
-        return self.accepting and any(m.ready for m in served) and all(
-            m.ready for m in served if m.status not in ("missing", "invalid"))
+        return (
+            self.accepting
+            and any(m.ready for m in served)
+            and all(m.ready for m in served if m.status not in ("missing", "invalid"))
+        )

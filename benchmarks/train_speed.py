@@ -60,9 +60,17 @@ def our_images_per_s(data_dir: Path, images: int, device: torch.device) -> float
     steps = -(-images // recipe.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps)
     stats = train_mod.train_one_epoch(
-        model, data, transform=ModelInputTransform(get_input_spec("mnist_cnn")), optimizer=opt,
-        scheduler=sched, rt=rt, batch_size=recipe.batch_size, epoch=1, seed=1,
-        label_smoothing=recipe.label_smoothing)
+        model,
+        data,
+        transform=ModelInputTransform(get_input_spec("mnist_cnn")),
+        optimizer=opt,
+        scheduler=sched,
+        rt=rt,
+        batch_size=recipe.batch_size,
+        epoch=1,
+        seed=1,
+        label_smoothing=recipe.label_smoothing,
+    )
     return stats["images_per_s"]
 
 
@@ -77,15 +85,30 @@ def gpu_figures(data_dir: Path, out_dir: Path) -> dict[str, object]:
     for name, extra in runs.items():
         out = out_dir / f"{name}.safetensors"
         started = time.perf_counter()
-        code = train_mod.main(["--model", name, "--data-dir", str(data_dir), "--no-download",
-                               "--out", str(out), *extra])
+        code = train_mod.main(
+            [
+                "--model",
+                name,
+                "--data-dir",
+                str(data_dir),
+                "--no-download",
+                "--out",
+                str(out),
+                *extra,
+            ]
+        )
         wall = time.perf_counter() - started
-        history = json.loads(out.with_suffix(".log.json").read_text())["history"] if code == 0 else []
+        history = (
+            json.loads(out.with_suffix(".log.json").read_text())["history"] if code == 0 else []
+        )
         first = next((h for h in history if h["test_accuracy"] >= 0.995), None)
         figures[name] = {
-            "exit_code": code, "wall_s": wall,
-            "epochs": [{k: h[k] for k in ("epoch", "seconds", "elapsed_s", "test_accuracy")}
-                       for h in history],
+            "exit_code": code,
+            "wall_s": wall,
+            "epochs": [
+                {k: h[k] for k in ("epoch", "seconds", "elapsed_s", "test_accuracy")}
+                for h in history
+            ],
             "train_seconds_to_99_5": first["elapsed_s"] if first else None,
         }
     return figures
@@ -109,12 +132,20 @@ def main() -> None:
         print(f"round {r + 1}: seed {seed_runs[-1]:.0f} img/s, ours {our_runs[-1]:.0f} img/s")
     seed, ours = statistics.median(seed_runs), statistics.median(our_runs)
     result: dict[str, object] = {
-        "device": str(device), "threads": torch.get_num_threads(), "images": args.images,
-        "seed_images_per_s": seed, "ours_images_per_s": ours, "ratio": ours / seed,
-        "target_ratio": 2.0, "pass": ours / seed >= 2.0}
-    print(f"\nmnist_cnn training on {device} ({torch.get_num_threads()} threads), median of "
-          f"{args.rounds}: seed {seed:.0f} img/s | ours {ours:.0f} img/s | ratio {ours / seed:.2f}x"
-          f" (target >= 2x: {'PASS' if ours / seed >= 2 else 'FAIL'})")
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "images": args.images,
+        "seed_images_per_s": seed,
+        "ours_images_per_s": ours,
+        "ratio": ours / seed,
+        "target_ratio": 2.0,
+        "pass": ours / seed >= 2.0,
+    }
+    print(
+        f"\nmnist_cnn training on {device} ({torch.get_num_threads()} threads), median of "
+        f"{args.rounds}: seed {seed:.0f} img/s | ours {ours:.0f} img/s | ratio {ours / seed:.2f}x"
+        f" (target >= 2x: {'PASS' if ours / seed >= 2 else 'FAIL'})"
+    )
     if args.gpu:
         with tempfile.TemporaryDirectory() as tmp:
             result["gpu"] = gpu_figures(args.data_dir, Path(tmp))

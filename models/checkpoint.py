@@ -152,17 +152,23 @@ def _check_against_architecture(meta: CheckpointMeta, tensors: Mapping[str, Tens
         problems.append(f"unexpected tensors {unexpected[:5]}")
     if wrong := [k for k in expected.keys() & found.keys() if expected[k] != found[k]]:
         k = sorted(wrong)[0]
-        problems.append(f"{len(wrong)} tensors of the wrong shape, e.g. {k}: {found[k]} vs {expected[k]}")
+        problems.append(
+            f"{len(wrong)} tensors of the wrong shape, e.g. {k}: {found[k]} vs {expected[k]}"
+        )
     out_features = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)][-1]
     if len(meta.labels) != out_features:
         problems.append(f"{len(meta.labels)} labels for a model with {out_features} outputs")
     if problems:
-        raise CheckpointError(f"checkpoint does not match {meta.architecture}: " + "; ".join(problems))
+        raise CheckpointError(
+            f"checkpoint does not match {meta.architecture}: " + "; ".join(problems)
+        )
     model.load_state_dict(dict(tensors), strict=True)
     return model.eval()
 
 
-def load_checkpoint(path: str | Path, *, expect_architecture: str | None = None) -> LoadedCheckpoint:
+def load_checkpoint(
+    path: str | Path, *, expect_architecture: str | None = None
+) -> LoadedCheckpoint:
     """Read, verify and build the model of a checkpoint; raise CheckpointError on any mismatch."""
     path = Path(path)
     if not path.is_file():
@@ -175,9 +181,7 @@ def load_checkpoint(path: str | Path, *, expect_architecture: str | None = None)
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
     meta = CheckpointMeta.from_strings(raw_meta)
     if expect_architecture is not None and meta.architecture != expect_architecture:
-        raise CheckpointError(
-            f"{path} holds {meta.architecture!r}, not {expect_architecture!r}"
-        )
+        raise CheckpointError(f"{path} holds {meta.architecture!r}, not {expect_architecture!r}")
     if tensors_digest(tensors) != meta.tensors_sha256:
         raise CheckpointError(
             f"{path} was modified after it was written: its tensors do not match the sha256 "

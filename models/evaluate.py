@@ -78,8 +78,9 @@ def evaluate(
         y = data.labels[i : i + batch_size].to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                            enabled=autocast_dtype is not None):
+        with torch.autocast(
+            device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+        ):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
@@ -102,13 +103,29 @@ def plot_confusion(confusion: Tensor, labels: list[str], path: Path, title: str)
 
     fig, ax = plt.subplots(figsize=(6, 5.5))
     im = ax.imshow(confusion.numpy(), cmap="Blues")
-    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels,
-           yticklabels=labels, xlabel="predicted", ylabel="true", title=title)
-    for (i, j), v in ((ij, int(confusion[ij])) for ij in
-                      ((i, j) for i in range(len(labels)) for j in range(len(labels)))):
+    ax.set(
+        xticks=range(len(labels)),
+        yticks=range(len(labels)),
+        xticklabels=labels,
+        yticklabels=labels,
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+    )
+    for (i, j), v in (
+        (ij, int(confusion[ij]))
+        for ij in ((i, j) for i in range(len(labels)) for j in range(len(labels)))
+    ):
         if v:
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                    color="white" if v > confusion.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(v),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if v > confusion.max() / 2 else "black",
+            )
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,14 +162,28 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     model = ckpt.model.to(device)
     transform = ModelInputTransform(ckpt.meta.input_spec, ckpt.meta.mean, ckpt.meta.std)
-    result = evaluate(model, test.head(args.limit).to(device), transform,
-                      batch_size=args.batch_size, num_classes=len(ckpt.meta.labels))
-    out = {"model": args.model, "weights": str(weights), "device": str(device), **result.as_dict(),
-           "checkpoint_test_accuracy": ckpt.meta.test_accuracy}
+    result = evaluate(
+        model,
+        test.head(args.limit).to(device),
+        transform,
+        batch_size=args.batch_size,
+        num_classes=len(ckpt.meta.labels),
+    )
+    out = {
+        "model": args.model,
+        "weights": str(weights),
+        "device": str(device),
+        **result.as_dict(),
+        "checkpoint_test_accuracy": ckpt.meta.test_accuracy,
+    }
     print(json.dumps(out))
     if args.plot:
-        plot_confusion(result.confusion, ckpt.meta.labels, args.plot,
-                       f"{args.model}: accuracy {result.accuracy:.2%}")
+        plot_confusion(
+            result.confusion,
+            ckpt.meta.labels,
+            args.plot,
+            f"{args.model}: accuracy {result.accuracy:.2%}",
+        )
     return 0
 
 

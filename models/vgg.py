@@ -7,15 +7,15 @@ from torch import Tensor, nn
 from models.registry import InputSpec, register_model
 
 # "M" is a 2x2 max-pool; integers are 3x3 conv widths.
+# fmt: off
 CFGS: Final[dict[str, list[int | str]]] = {
     "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "E": [
-        64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-        512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
-    ],  # fmt: skip
+    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+          512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
+# fmt: on
 
 
 def make_layers(cfg: list[int | str], batch_norm: bool = False) -> nn.Sequential:

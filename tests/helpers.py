@@ -21,7 +21,12 @@ def png(digit: np.ndarray, mode: str = "L") -> bytes:
 
 def settings(**over: object) -> Settings:
     """Test settings: committed weights, lenet + mnist_cnn + an untrained vgg16."""
-    base: dict[str, object] = dict(weights_dir=WEIGHTS, models=("lenet", "mnist_cnn", "vgg16"),
-                                   device="cpu", max_batch_size=32, max_batch_delay_ms=2)
+    base: dict[str, object] = dict(
+        weights_dir=WEIGHTS,
+        models=("lenet", "mnist_cnn", "vgg16"),
+        device="cpu",
+        max_batch_size=32,
+        max_batch_delay_ms=2,
+    )
     base.update(over)
     return Settings(**base)  # type: ignore[arg-type]

@@ -32,9 +32,23 @@ def start_server(**env: str) -> Server:
     """uvicorn app.main:app on a free loopback port, waited on until ready."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
-         str(port), "--timeout-graceful-shutdown", "30", "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, "WEIGHTS_DIR": str(WEIGHTS), "DEVICE": "cpu", **env})
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--timeout-graceful-shutdown",
+            "30",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "WEIGHTS_DIR": str(WEIGHTS), "DEVICE": "cpu", **env},
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -46,15 +46,18 @@ def test_multipart_predictions_in_upload_order(client: TestClient, digits: list)
         assert len(p["probabilities"]) == 10
         assert sum(p["probabilities"]) == pytest.approx(1.0, abs=1e-4)
         assert p["confidence"] == max(p["probabilities"])
-        assert [t["label"] for t in p["top_k"]][0] == p["label"] and len(p["top_k"]) == 3
+        assert p["top_k"][0]["label"] == p["label"] and len(p["top_k"]) == 3
         probs = [t["probability"] for t in p["top_k"]]
         assert probs == sorted(probs, reverse=True)
 
 
 def test_raw_image_body_and_top_k(client: TestClient, digits: list) -> None:
     data, label = digits[0]
-    r = client.post("/predict/lenet?top_k=10", content=data,
-                    headers={"content-type": "image/png", "x-filename": "seven.png"})
+    r = client.post(
+        "/predict/lenet?top_k=10",
+        content=data,
+        headers={"content-type": "image/png", "x-filename": "seven.png"},
+    )
     assert r.status_code == 200, r.text
     pred = r.json()["predictions"][0]
     assert pred["label"] == str(label) and pred["filename"] == "seven.png"
@@ -75,8 +78,9 @@ def test_model_without_checkpoint_is_503_with_the_command(client: TestClient, di
     assert r.headers["retry-after"]
 
 
-@pytest.mark.parametrize("ctype,content", [("text/plain", b"hello"),
-                                           ("application/json", b'{"x": 1}'), ("", b"abc")])
+@pytest.mark.parametrize(
+    "ctype,content", [("text/plain", b"hello"), ("application/json", b'{"x": 1}'), ("", b"abc")]
+)
 def test_unsupported_media_type(client: TestClient, ctype: str, content: bytes) -> None:
     _problem(client.post("/predict/lenet", content=content, headers={"content-type": ctype}), 415)
 
@@ -95,8 +99,12 @@ def test_no_files(client: TestClient, digits: list) -> None:
 
 
 def test_broken_multipart(client: TestClient) -> None:
-    _problem(client.post("/predict/lenet", content=b"--x\r\n",
-                         headers={"content-type": "multipart/form-data"}), 400)
+    _problem(
+        client.post(
+            "/predict/lenet", content=b"--x\r\n", headers={"content-type": "multipart/form-data"}
+        ),
+        400,
+    )
 
 
 @pytest.mark.parametrize("top_k", ["0", "11", "-1", "abc", "1.5"])
@@ -142,9 +150,15 @@ def test_not_ready_without_any_model() -> None:
 def test_metrics_exposition(client: TestClient, digits: list) -> None:
     client.post("/predict/lenet", files={"files": digits[0][0]})
     text = client.get("/metrics").text
-    for name in ["zoo_requests_total", "zoo_images_total", "zoo_request_latency_seconds_bucket",
-                 "zoo_queue_wait_seconds_bucket", "zoo_inference_seconds_bucket",
-                 "zoo_batch_size_bucket", "zoo_queue_depth"]:
+    for name in [
+        "zoo_requests_total",
+        "zoo_images_total",
+        "zoo_request_latency_seconds_bucket",
+        "zoo_queue_wait_seconds_bucket",
+        "zoo_inference_seconds_bucket",
+        "zoo_batch_size_bucket",
+        "zoo_queue_depth",
+    ]:
         assert name in text, name
     assert 'zoo_requests_total{model="lenet",status="200"}' in text
     assert 'zoo_requests_total{model="_unknown",status="404"}' in text
@@ -152,8 +166,14 @@ def test_metrics_exposition(client: TestClient, digits: list) -> None:
 
 def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/predict/{model}", "/models", "/models/{name}", "/health/live", "/health/ready",
-            "/metrics"} <= set(spec["paths"])
+    assert {
+        "/predict/{model}",
+        "/models",
+        "/models/{name}",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+    } <= set(spec["paths"])
     predict = spec["paths"]["/predict/{model}"]["post"]
     assert {"multipart/form-data", "image/png"} <= set(predict["requestBody"]["content"])
     for code in ["200", "400", "404", "413", "415", "422", "503", "504"]:

@@ -22,8 +22,10 @@ def test_api_accuracy_equals_the_models_own(name: str, mnist_test: MnistSplit) -
     predicted: list[int] = []
     with TestClient(create_app(settings(models=(name,), max_batch_size=256))) as client:
         for start in range(0, len(labels), 250):
-            files = [("files", (f"{i}.png", png(mnist_test.images[i, 0].numpy()), "image/png"))
-                     for i in range(start, min(start + 250, len(labels)))]
+            files = [
+                ("files", (f"{i}.png", png(mnist_test.images[i, 0].numpy()), "image/png"))
+                for i in range(start, min(start + 250, len(labels)))
+            ]
             r = client.post(f"/predict/{name}", files=files)
             assert r.status_code == 200, r.text
             predicted += [int(p["label"]) for p in r.json()["predictions"]]

@@ -20,9 +20,18 @@ from models.registry import InputSpec, get_input_spec, get_model
 
 def _meta(arch: str = "lenet", **over: object) -> CheckpointMeta:
     fields: dict[str, object] = dict(
-        architecture=arch, arch_kwargs={}, input_spec=get_input_spec(arch), mean=0.1307,
-        std=0.3081, labels=DIGIT_LABELS, test_accuracy=0.99, test_loss=0.03,
-        train_command="python -m models.train --model " + arch, seed=1, dataset_fingerprint="ab")
+        architecture=arch,
+        arch_kwargs={},
+        input_spec=get_input_spec(arch),
+        mean=0.1307,
+        std=0.3081,
+        labels=DIGIT_LABELS,
+        test_accuracy=0.99,
+        test_loss=0.03,
+        train_command="python -m models.train --model " + arch,
+        seed=1,
+        dataset_fingerprint="ab",
+    )
     fields.update(over)
     return CheckpointMeta(**fields)  # type: ignore[arg-type]
 
@@ -36,8 +45,9 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:
     model = get_model("mnist_cnn")
     path = save_checkpoint(model, _meta("mnist_cnn"), tmp_path / "m.safetensors")
     ckpt = load_checkpoint(path, expect_architecture="mnist_cnn")
-    for (k, a), (_, b) in zip(model.state_dict().items(), ckpt.model.state_dict().items(),
-                              strict=True):
+    for (k, a), (_, b) in zip(
+        model.state_dict().items(), ckpt.model.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), k
     assert ckpt.meta.input_spec == InputSpec(1, 28, 28)
     assert ckpt.meta.labels == DIGIT_LABELS
@@ -49,9 +59,23 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:
 def test_metadata_is_strings_with_every_field(tmp_path: Path) -> None:
     path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
     _, meta = _raw(path)
-    for key in ["architecture", "arch_kwargs", "input_spec", "mean", "std", "labels",
-                "test_accuracy", "test_loss", "train_command", "seed", "dataset_fingerprint",
-                "torch_version", "created_at", "tensors_sha256", "format_version"]:
+    for key in [
+        "architecture",
+        "arch_kwargs",
+        "input_spec",
+        "mean",
+        "std",
+        "labels",
+        "test_accuracy",
+        "test_loss",
+        "train_command",
+        "seed",
+        "dataset_fingerprint",
+        "torch_version",
+        "created_at",
+        "tensors_sha256",
+        "format_version",
+    ]:
         assert isinstance(meta[key], str), key
     assert json.loads(meta["input_spec"]) == {"channels": 1, "height": 28, "width": 28}
 
@@ -101,8 +125,9 @@ def test_unknown_architecture_is_refused(tmp_path: Path) -> None:
 
 
 def test_wrong_input_spec_is_refused(tmp_path: Path) -> None:
-    path = save_checkpoint(get_model("lenet"), _meta(input_spec=InputSpec(3, 224, 224)),
-                           tmp_path / "l.safetensors")
+    path = save_checkpoint(
+        get_model("lenet"), _meta(input_spec=InputSpec(3, 224, 224)), tmp_path / "l.safetensors"
+    )
     with pytest.raises(CheckpointError, match="input spec"):
         load_checkpoint(path)
 

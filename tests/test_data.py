@@ -5,8 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.data import MNIST_RAW_FILES, MnistNotFoundError, MnistSplit, fingerprint, load_mnist
-from models.data import random_affine
+from models.data import (
+    MNIST_RAW_FILES,
+    MnistNotFoundError,
+    MnistSplit,
+    fingerprint,
+    load_mnist,
+    random_affine,
+)
 
 
 def test_splits_are_uint8_tensors(mnist_test: MnistSplit) -> None:
@@ -40,8 +46,9 @@ def test_head_and_to() -> None:
 
 def test_identity_affine_changes_nothing(mnist_test: MnistSplit) -> None:
     x = mnist_test.images[:16].float() / 255
-    out = random_affine(x, torch.Generator().manual_seed(0), max_degrees=0, max_shift=0,
-                        scale=(1.0, 1.0))
+    out = random_affine(
+        x, torch.Generator().manual_seed(0), max_degrees=0, max_shift=0, scale=(1.0, 1.0)
+    )
     assert torch.allclose(out, x, atol=1e-5)
 
 

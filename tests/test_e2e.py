@@ -36,9 +36,12 @@ def expected_labels(images: list[bytes]) -> list[int]:
 async def _post_all(url: str, images: list[bytes], concurrency: int) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        return await asyncio.gather(*(
-            client.post("/predict/lenet", files={"files": (f"{i}.png", img, "image/png")})
-            for i, img in enumerate(images)))
+        return await asyncio.gather(
+            *(
+                client.post("/predict/lenet", files={"files": (f"{i}.png", img, "image/png")})
+                for i, img in enumerate(images)
+            )
+        )
 
 
 def _batch_counts(metrics: str) -> tuple[float, float]:
@@ -62,7 +65,8 @@ def test_200_concurrent_requests_all_answered_correctly_in_batches(
     got = [int(r.json()["predictions"][0]["label"]) for r in responses]
     assert got == expected_labels(images)
     assert [r.json()["predictions"][0]["filename"] for r in responses] == [
-        f"{i}.png" for i in range(200)]
+        f"{i}.png" for i in range(200)
+    ]
     ones, total = _batch_counts(httpx.get(f"{server.url}/metrics").text)
     batches, singles = total - before[1], ones - before[0]
     assert batches < 200 and batches - singles > 0  # some model calls carried several images
@@ -70,14 +74,18 @@ def test_200_concurrent_requests_all_answered_correctly_in_batches(
 
 def test_sigterm_lets_accepted_requests_finish(mnist_test: MnistSplit) -> None:
     s = start_server(MODELS="lenet", MAX_BATCH_SIZE="16")
-    body = [("files", (f"{i}.png", png(mnist_test.images[i, 0].numpy()), "image/png"))
-            for i in range(64)]
+    body = [
+        ("files", (f"{i}.png", png(mnist_test.images[i, 0].numpy()), "image/png"))
+        for i in range(64)
+    ]
 
     async def run() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=s.url, timeout=60,
-                                     limits=httpx.Limits(max_connections=32)) as client:
-            tasks = [asyncio.create_task(client.post("/predict/lenet", files=body))
-                     for _ in range(32)]
+        async with httpx.AsyncClient(
+            base_url=s.url, timeout=60, limits=httpx.Limits(max_connections=32)
+        ) as client:
+            tasks = [
+                asyncio.create_task(client.post("/predict/lenet", files=body)) for _ in range(32)
+            ]
             await asyncio.sleep(0.3)  # every request is sent and being worked on
             s.proc.send_signal(signal.SIGTERM)
             return await asyncio.gather(*tasks)

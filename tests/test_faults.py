@@ -4,6 +4,7 @@ import asyncio
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -24,6 +25,7 @@ def seven(mnist_test: MnistSplit) -> bytes:
     return png(mnist_test.images[0, 0].numpy())
 
 
+@asynccontextmanager
 async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -38,9 +40,11 @@ def _wrap_model(app: FastAPI, name: str, wrap: Callable[[Callable], Callable]) -
 
 async def test_slow_inference_times_out_with_504(seven: bytes) -> None:
     app = create_app(settings(models=("lenet",), request_timeout_s=0.2))
-    async for c in _client(app):
+    async with _client(app) as c:
+
         def slow(fn: Callable) -> Callable:
             return lambda x: (time.sleep(0.5), fn(x))[1]
+
         _wrap_model(app, "lenet", slow)
         r = await c.post("/predict/lenet", files={"files": seven})
         assert r.status_code == 504 and r.headers["content-type"] == "application/problem+json"
@@ -49,11 +53,12 @@ async def test_slow_inference_times_out_with_504(seven: bytes) -> None:
 
 async def test_flood_gets_503_with_retry_after_then_recovers(seven: bytes) -> None:
     app = create_app(settings(models=("lenet",), max_queue=4, max_files=4, max_batch_size=2))
-    async for c in _client(app):
+    async with _client(app) as c:
         original = app.state.zoo.models["lenet"].batcher.fn
         _wrap_model(app, "lenet", lambda fn: lambda x: (time.sleep(0.02), fn(x))[1])
-        rs = await asyncio.gather(*(c.post("/predict/lenet", files={"files": seven})
-                                    for _ in range(40)))
+        rs = await asyncio.gather(
+            *(c.post("/predict/lenet", files={"files": seven}) for _ in range(40))
+        )
         codes = [r.status_code for r in rs]
         assert set(codes) == {200, 503}, codes
         for r in rs:
@@ -63,14 +68,15 @@ async def test_flood_gets_503_with_retry_after_then_recovers(seven: bytes) -> No
             else:
                 assert r.json()["predictions"][0]["label"] == "7"
         app.state.zoo.models["lenet"].batcher.fn = original
-        again = await asyncio.gather(*(c.post("/predict/lenet", files={"files": seven})
-                                       for _ in range(4)))
+        again = await asyncio.gather(
+            *(c.post("/predict/lenet", files={"files": seven}) for _ in range(4))
+        )
         assert [r.status_code for r in again] == [200] * 4  # recovered at once
 
 
 async def test_a_model_that_raises_fails_only_its_batch(seven: bytes) -> None:
     app = create_app(settings(models=("lenet",)))
-    async for c in _client(app):
+    async with _client(app) as c:
         calls = {"n": 0}
 
         def flaky(fn: Callable) -> Callable:
@@ -79,6 +85,7 @@ async def test_a_model_that_raises_fails_only_its_batch(seven: bytes) -> None:
                 if calls["n"] == 1:
                     raise RuntimeError("CUDA error: an illegal memory access was encountered")
                 return fn(x)  # type: ignore[no-any-return]
+
             return call
 
         _wrap_model(app, "lenet", flaky)
@@ -91,8 +98,9 @@ async def test_a_model_that_raises_fails_only_its_batch(seven: bytes) -> None:
 
 
 def test_out_of_memory_splits_the_batch() -> None:
-    predictor = Predictor(load_checkpoint(WEIGHTS / "lenet.safetensors"), torch.device("cpu"),
-                          torch.float32)
+    predictor = Predictor(
+        load_checkpoint(WEIGHTS / "lenet.safetensors"), torch.device("cpu"), torch.float32
+    )
     sizes: list[int] = []
     forward = predictor._forward
 

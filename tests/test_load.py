@@ -1,4 +1,4 @@
-"""Load and overload through a real uvicorn: nothing accepted is lost, floods get 503s, not hangs."""
+"""Load and overload through a real uvicorn: nothing accepted is lost; floods get 503s, no hangs."""
 
 import asyncio
 from collections.abc import Iterator
@@ -14,16 +14,19 @@ from tests.server import GRACEFUL, Server, start_server, stop_server
 @pytest.fixture(scope="module")
 def digits(mnist_test: MnistSplit) -> list[tuple[bytes, str]]:
     # lenet classifies all of the first 300 test digits correctly, so every label must be right.
-    return [(png(mnist_test.images[i, 0].numpy()), str(int(mnist_test.labels[i])))
-            for i in range(300)]
+    return [
+        (png(mnist_test.images[i, 0].numpy()), str(int(mnist_test.labels[i]))) for i in range(300)
+    ]
 
 
-async def _drive(url: str, bodies: list[list[tuple[str, tuple[str, bytes, str]]]],
-                 concurrency: int) -> list[httpx.Response | Exception]:
+async def _drive(
+    url: str, bodies: list[list[tuple[str, tuple[str, bytes, str]]]], concurrency: int
+) -> list[httpx.Response | Exception]:
     """POST every body with at most ``concurrency`` in flight; exceptions are kept, not raised."""
     sem = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
         async def one(files: list) -> httpx.Response | Exception:
             async with sem:
                 try:
@@ -51,13 +54,15 @@ def test_2000_requests_at_concurrency_64_lose_nothing(
     assert not errors, errors[:3]
     responses = [r for r in results if isinstance(r, httpx.Response)]
     assert [r.status_code for r in responses] == [200] * 2000
-    got = [(r.json()["predictions"][0]["filename"], r.json()["predictions"][0]["label"])
-           for r in responses]
+    got = [
+        (r.json()["predictions"][0]["filename"], r.json()["predictions"][0]["label"])
+        for r in responses
+    ]
     assert got == [(f"{i}.png", label) for i, (_, label) in enumerate(picks)]
 
 
 def test_flood_on_a_small_queue_gets_503s_never_hangs_and_recovers(
-    digits: list[tuple[bytes, str]]
+    digits: list[tuple[bytes, str]],
 ) -> None:
     s = start_server(MODELS="lenet", MAX_QUEUE="8", MAX_FILES="8", MAX_BATCH_SIZE="8")
     try:

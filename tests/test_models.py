@@ -17,7 +17,8 @@ SEED_PARAMS = {
 
 def test_registry_lists_the_seeds_nets() -> None:
     assert list_models() == sorted(
-        ["alexnet", "lenet", "mnist_cnn", "vgg11", "vgg13", "vgg16", "vgg19"])
+        ["alexnet", "lenet", "mnist_cnn", "vgg11", "vgg13", "vgg16", "vgg19"]
+    )
     assert models.list_models() == list_models()
 
 

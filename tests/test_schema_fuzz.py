@@ -1,8 +1,8 @@
 """Schemathesis over the whole OpenAPI schema: no 5xx, every response matches its schema."""
 
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.main import create_app
@@ -13,6 +13,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 # Valid and invalid requests alike: invalid ones must get a documented 4xx, never a 5xx.
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 # Schemathesis runs the app's lifespan itself and keeps it up between requests.
+
 
 @schema.parametrize()
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))

@@ -17,9 +17,24 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _train(data_dir: Path, out: Path, *extra: str) -> int:
-    return train_cli.main(["--model", "lenet", "--data-dir", str(data_dir), "--no-download",
-                           "--limit-train", "512", "--limit-test", "256", "--device", "cpu",
-                           "--out", str(out), *extra])
+    return train_cli.main(
+        [
+            "--model",
+            "lenet",
+            "--data-dir",
+            str(data_dir),
+            "--no-download",
+            "--limit-train",
+            "512",
+            "--limit-test",
+            "256",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +53,8 @@ def test_training_writes_checkpoint_log_and_plot(trained: Path) -> None:
     history = json.loads(trained.with_suffix(".log.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "images_per_s"} <= set(
-        history[0])
+        history[0]
+    )
     assert history[0]["images"] == 512
     assert trained.with_suffix(".accuracy.png").read_bytes().startswith(PNG)
 
@@ -47,9 +63,23 @@ def test_evaluation_cli_reproduces_the_recorded_accuracy(
     trained: Path, data_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     plot = tmp_path / "confusion.png"
-    code = evaluate_cli.main(["--model", "lenet", "--weights", str(trained), "--data-dir",
-                              str(data_dir), "--no-download", "--limit", "256", "--device", "cpu",
-                              "--plot", str(plot)])
+    code = evaluate_cli.main(
+        [
+            "--model",
+            "lenet",
+            "--weights",
+            str(trained),
+            "--data-dir",
+            str(data_dir),
+            "--no-download",
+            "--limit",
+            "256",
+            "--device",
+            "cpu",
+            "--plot",
+            str(plot),
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     ckpt = load_checkpoint(trained)
@@ -63,8 +93,20 @@ def test_evaluation_cli_reproduces_the_recorded_accuracy(
 
 
 def test_evaluation_cli_refuses_a_mismatched_checkpoint(trained: Path, data_dir: Path) -> None:
-    assert evaluate_cli.main(["--model", "mnist_cnn", "--weights", str(trained),
-                              "--data-dir", str(data_dir), "--no-download"]) == 2
+    assert (
+        evaluate_cli.main(
+            [
+                "--model",
+                "mnist_cnn",
+                "--weights",
+                str(trained),
+                "--data-dir",
+                str(data_dir),
+                "--no-download",
+            ]
+        )
+        == 2
+    )
 
 
 def test_dry_run_writes_nothing(tmp_path: Path, data_dir: Path) -> None:
@@ -74,9 +116,22 @@ def test_dry_run_writes_nothing(tmp_path: Path, data_dir: Path) -> None:
 
 
 def test_224_nets_train_through_the_shared_transform(tmp_path: Path, data_dir: Path) -> None:
-    code = train_cli.main(["--model", "alexnet", "--data-dir", str(data_dir), "--no-download",
-                           "--limit-train", "8", "--batch-size", "4", "--device", "cpu",
-                           "--dry-run"])
+    code = train_cli.main(
+        [
+            "--model",
+            "alexnet",
+            "--data-dir",
+            str(data_dir),
+            "--no-download",
+            "--limit-train",
+            "8",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--dry-run",
+        ]
+    )
     assert code == 0
 
 
@@ -93,13 +148,36 @@ def test_torchrun_ddp_on_two_cpu_processes(tmp_path: Path, data_dir: Path) -> No
     with socket.socket() as s:  # a free port for the rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-           "--master-addr=127.0.0.1", f"--master-port={port}",
-           "-m", "models.train", "--model", "lenet", "--data-dir", str(data_dir), "--no-download",
-           "--limit-train", "512", "--limit-test", "256", "--epochs", "1", "--batch-size", "64",
-           "--device", "cpu", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--master-addr=127.0.0.1",
+        f"--master-port={port}",
+        "-m",
+        "models.train",
+        "--model",
+        "lenet",
+        "--data-dir",
+        str(data_dir),
+        "--no-download",
+        "--limit-train",
+        "512",
+        "--limit-test",
+        "256",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = load_checkpoint(out)
     assert ckpt.meta.train_command.startswith("torchrun --nproc-per-node=2 -m models.train")

@@ -18,9 +18,22 @@ def test_committed_checkpoint_meets_its_target_as_measured(
 ) -> None:
     ckpt = load_checkpoint(WEIGHTS / f"{name}.safetensors", expect_architecture=name)
     assert ckpt.meta.test_accuracy >= target
-    assert evaluate_cli.main(["--model", name, "--data-dir", str(data_dir), "--no-download",
-                              "--device", "cpu", "--weights",
-                              str(WEIGHTS / f"{name}.safetensors")]) == 0
+    assert (
+        evaluate_cli.main(
+            [
+                "--model",
+                name,
+                "--data-dir",
+                str(data_dir),
+                "--no-download",
+                "--device",
+                "cpu",
+                "--weights",
+                str(WEIGHTS / f"{name}.safetensors"),
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 10_000
     assert result["accuracy"] == ckpt.meta.test_accuracy

@@ -10,15 +10,15 @@ from app.zoo import Zoo
 
 
 def _zoo(request: Request) -> Zoo:
-    return request.app.state.zoo  # type: ignore[no-any-return]
+    return request.app.state.zoo
 
 
 def _settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def _metrics(request: Request) -> Metrics:
-    return request.app.state.metrics  # type: ignore[no-any-return]
+    return request.app.state.metrics
 
 
 ZooDep = Annotated[Zoo, Depends(_zoo)]

@@ -16,18 +16,31 @@ async def live() -> Liveness:
     return Liveness(status="alive")
 
 
-@router.get("/health/ready", response_model=Readiness, summary="Ready to serve predictions",
-            responses={503: {"model": Readiness, "description": "still loading, or stopping"}})
+@router.get(
+    "/health/ready",
+    response_model=Readiness,
+    summary="Ready to serve predictions",
+    responses={503: {"model": Readiness, "description": "still loading, or stopping"}},
+)
 async def ready(zoo: ZooDep) -> JSONResponse:
     """200 when every model with a valid checkpoint is loaded and warmed, else 503."""
-    body = Readiness(ready=zoo.ready, models={
-        n: "ready" if m.ready else m.status for n, m in zoo.models.items()})
+    body = Readiness(
+        ready=zoo.ready, models={n: "ready" if m.ready else m.status for n, m in zoo.models.items()}
+    )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
-                             "description": "Prometheus text exposition format"}})
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            "description": "Prometheus text exposition format",
+        }
+    },
+)
 async def metrics(m: MetricsDep) -> Response:
     """Requests and images by model and status, latency, queue wait, inference, batch sizes."""
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -25,19 +25,37 @@ def _parameters(name: str) -> int:
 def model_info(zoo: Zoo, served: ServedModel) -> ModelInfo:
     """The public description of one served model."""
     spec = get_input_spec(served.name)
-    info = ModelInfo(name=served.name, loaded=served.ready, status=served.status,
-                     reason=served.reason, parameters=_parameters(served.name),
-                     input=InputSpecInfo(channels=spec.channels, height=spec.height,
-                                         width=spec.width))
+    info = ModelInfo(
+        name=served.name,
+        loaded=served.ready,
+        status=served.status,
+        reason=served.reason,
+        parameters=_parameters(served.name),
+        input=InputSpecInfo(channels=spec.channels, height=spec.height, width=spec.width),
+    )
     if served.ckpt is not None and served.predictor is not None and served.batcher is not None:
         meta = served.ckpt.meta
-        info.device, info.dtype = str(zoo.device), str(served.predictor.dtype).removeprefix("torch.")
-        info.test_accuracy, info.test_loss, info.labels = meta.test_accuracy, meta.test_loss, meta.labels
-        info.max_batch_size, info.queue_depth = served.batcher.max_batch_size, served.batcher.queued_images
+        info.device, info.dtype = (
+            str(zoo.device),
+            str(served.predictor.dtype).removeprefix("torch."),
+        )
+        info.test_accuracy, info.test_loss, info.labels = (
+            meta.test_accuracy,
+            meta.test_loss,
+            meta.labels,
+        )
+        info.max_batch_size, info.queue_depth = (
+            served.batcher.max_batch_size,
+            served.batcher.queued_images,
+        )
         info.checkpoint = CheckpointInfo(
-            path=str(served.path), sha256=served.ckpt.file_sha256, created_at=meta.created_at,
-            train_command=meta.train_command, torch_version=meta.torch_version,
-            dataset_fingerprint=meta.dataset_fingerprint)
+            path=str(served.path),
+            sha256=served.ckpt.file_sha256,
+            created_at=meta.created_at,
+            train_command=meta.train_command,
+            torch_version=meta.torch_version,
+            dataset_fingerprint=meta.dataset_fingerprint,
+        )
     return info
 
 
@@ -47,14 +65,22 @@ async def list_models(zoo: ZooDep) -> ModelList:
     return ModelList(models=[model_info(zoo, m) for m in zoo.models.values()])
 
 
-@router.get("/{name}", response_model=ModelInfo, summary="Describe one model",
-            responses=problem_responses(404))
+@router.get(
+    "/{name}",
+    response_model=ModelInfo,
+    summary="Describe one model",
+    responses=problem_responses(404),
+)
 async def get_model_info(name: str, zoo: ZooDep) -> ModelInfo:
     """One model: status, device, dtype, parameters, input, accuracy, checkpoint and sha256."""
     served = zoo.models.get(name)
     if served is None:
         shown = name if len(name) <= 64 else name[:64] + "..."
-        raise ProblemError(404, f"no model named {shown!r}; known models: {', '.join(zoo.models)}",
-                           slug="unknown-model", title="Unknown model",
-                           known_models=list(zoo.models))
+        raise ProblemError(
+            404,
+            f"no model named {shown!r}; known models: {', '.join(zoo.models)}",
+            slug="unknown-model",
+            title="Unknown model",
+            known_models=list(zoo.models),
+        )
     return model_info(zoo, served)

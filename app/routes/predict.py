@@ -24,20 +24,51 @@ REQUEST_BODY: dict[str, Any] = {
     "description": "One or more images as multipart parts named `files`, or one raw image.",
     "content": {
         "multipart/form-data": {
-            "schema": {"type": "object", "required": ["files"], "properties": {
-                "files": {"type": "array", "minItems": 1,
-                          "items": {"type": "string", "format": "binary"}}}},
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "format": "binary"},
+                    }
+                },
+            },
         },
         "image/png": _IMAGE_BODY,
         "image/jpeg": _IMAGE_BODY,
         "image/*": _IMAGE_BODY,
     },
 }
-EXAMPLE = {"model": "lenet", "device": "cpu", "predictions": [{
-    "filename": "seven.png", "label": "7", "confidence": 0.9981,
-    "probabilities": [1e-05, 2e-05, 0.0011, 0.0002, 1e-05, 3e-05, 1e-06, 0.9981, 1e-05, 0.0005],
-    "top_k": [{"label": "7", "probability": 0.9981}, {"label": "2", "probability": 0.0011},
-              {"label": "9", "probability": 0.0005}]}]}
+EXAMPLE = {
+    "model": "lenet",
+    "device": "cpu",
+    "predictions": [
+        {
+            "filename": "seven.png",
+            "label": "7",
+            "confidence": 0.9981,
+            "probabilities": [
+                1e-05,
+                2e-05,
+                0.0011,
+                0.0002,
+                1e-05,
+                3e-05,
+                1e-06,
+                0.9981,
+                1e-05,
+                0.0005,
+            ],
+            "top_k": [
+                {"label": "7", "probability": 0.9981},
+                {"label": "2", "probability": 0.0011},
+                {"label": "9", "probability": 0.0005},
+            ],
+        }
+    ],
+}
 
 
 def _preprocess_all(uploads: list[Upload], limits: ImageLimits) -> torch.Tensor:
@@ -47,24 +78,36 @@ def _preprocess_all(uploads: list[Upload], limits: ImageLimits) -> torch.Tensor:
         try:
             digits[i, 0] = preprocess(up.data, limits)
         except ImageRejected as exc:
-            raise ProblemError(exc.status_code, f"{up.filename}: {exc.detail}",
-                               slug="invalid-image" if exc.status_code == 422 else None,
-                               title="Invalid image" if exc.status_code == 422 else None,
-                               filename=up.filename, index=i) from None
+            raise ProblemError(
+                exc.status_code,
+                f"{up.filename}: {exc.detail}",
+                slug="invalid-image" if exc.status_code == 422 else None,
+                title="Invalid image" if exc.status_code == 422 else None,
+                filename=up.filename,
+                index=i,
+            ) from None
     return torch.from_numpy(digits)
 
 
-def _predictions(uploads: list[Upload], probs: torch.Tensor, labels: list[str],
-                 top_k: int) -> list[dict[str, Any]]:
+def _predictions(
+    uploads: list[Upload], probs: torch.Tensor, labels: list[str], top_k: int
+) -> list[dict[str, Any]]:
     k = min(top_k, probs.shape[1])
     top_p, top_i = probs.topk(k, dim=1)
     rows = probs.tolist()
     out = []
     for up, row, tp, ti in zip(uploads, rows, top_p.tolist(), top_i.tolist(), strict=True):
-        out.append({"filename": up.filename, "label": labels[ti[0]], "confidence": tp[0],
-                    "probabilities": row,
-                    "top_k": [{"label": labels[i], "probability": p} for p, i in zip(tp, ti,
-                                                                                   strict=True)]})
+        out.append(
+            {
+                "filename": up.filename,
+                "label": labels[ti[0]],
+                "confidence": tp[0],
+                "probabilities": row,
+                "top_k": [
+                    {"label": labels[i], "probability": p} for p, i in zip(tp, ti, strict=True)
+                ],
+            }
+        )
     return out
 
 
@@ -76,8 +119,10 @@ def _predictions(uploads: list[Upload], probs: torch.Tensor, labels: list[str],
     "transparency or orientation), queued with other requests' images, and classified in "
     "dynamic batches. Predictions come back in upload order.",
     openapi_extra={"requestBody": REQUEST_BODY},
-    responses={200: {"content": {"application/json": {"example": EXAMPLE}}},
-               **problem_responses(400, 404, 413, 415, 422, 500, 503, 504)},
+    responses={
+        200: {"content": {"application/json": {"example": EXAMPLE}}},
+        **problem_responses(400, 404, 413, 415, 422, 500, 503, 504),
+    },
 )
 async def predict(
     model: str,
@@ -99,23 +144,40 @@ async def predict(
         digits = await run_in_threadpool(_preprocess_all, uploads, limits)
         assert served.batcher is not None and served.ckpt is not None
         try:
-            probs = await asyncio.wait_for(served.batcher.submit(digits),
-                                           settings.request_timeout_s)
+            probs = await asyncio.wait_for(
+                served.batcher.submit(digits), settings.request_timeout_s
+            )
         except QueueFullError as exc:
-            raise ProblemError(503, f"{exc}; retry after {settings.retry_after_s} s",
-                               slug="queue-full",
-                               headers={"Retry-After": str(settings.retry_after_s)}) from None
+            raise ProblemError(
+                503,
+                f"{exc}; retry after {settings.retry_after_s} s",
+                slug="queue-full",
+                headers={"Retry-After": str(settings.retry_after_s)},
+            ) from None
         except BatcherClosedError:
-            raise ProblemError(503, "the service is shutting down", slug="shutting-down",
-                               headers={"Retry-After": str(settings.retry_after_s)}) from None
+            raise ProblemError(
+                503,
+                "the service is shutting down",
+                slug="shutting-down",
+                headers={"Retry-After": str(settings.retry_after_s)},
+            ) from None
         except TimeoutError:
-            raise ProblemError(504, f"no answer from {model} within {settings.request_timeout_s} s",
-                               slug="inference-timeout") from None
+            raise ProblemError(
+                504,
+                f"no answer from {model} within {settings.request_timeout_s} s",
+                slug="inference-timeout",
+            ) from None
         except Exception as exc:  # the model raised: only this batch failed
-            raise ProblemError(500, f"inference failed for this batch: {type(exc).__name__}",
-                               slug="inference-failed") from None
-        body = {"model": model, "device": str(zoo.device),
-                "predictions": _predictions(uploads, probs, served.ckpt.meta.labels, top_k)}
+            raise ProblemError(
+                500,
+                f"inference failed for this batch: {type(exc).__name__}",
+                slug="inference-failed",
+            ) from None
+        body = {
+            "model": model,
+            "device": str(zoo.device),
+            "predictions": _predictions(uploads, probs, served.ckpt.meta.labels, top_k),
+        }
         status = 200
         return body
     except ProblemError as exc:
