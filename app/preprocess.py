@@ -5,12 +5,11 @@ from dataclasses import dataclass
 from io import BytesIO
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_FORMATS: frozenset[str] = frozenset({"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"})
 
-FRAME = 28  # MNIST: a 28x28 frame ...
-BOX = 20  # ... holding a digit that fits 20x20, aspect ratio kept
+FRAME, BOX = 28, 20  # MNIST: a 28x28 frame holding a digit that fits 20x20, aspect ratio kept
 # Measured on the 10,000 MNIST test digits: every centre of mass lies in [13.5, 14.5] (0-based
 # pixel index), so placing the COM at round(14.0) moves none of them.
 COM_TARGET = 14.0
@@ -26,10 +25,11 @@ TIGHT = 0.1
 SPECK_LEVEL = 0.15  # in noisy images, bbox ignores ink whose 3x3 mean is below this (lone specks)
 # Stroke width / digit size, estimated as in _stroke_width: MNIST's median is 0.16, its 1st
 # percentile 0.08. Far below that (pen strokes on a big canvas) the strokes would vanish.
-THIN_STROKE = 0.06
-TARGET_STROKE = 0.12
+THIN_STROKE, TARGET_STROKE = 0.06, 0.12
 _ORIENTATION = 0x0112  # EXIF tag
+_INDEX = np.arange(FRAME, dtype=np.float64)
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+_KEYED_MODES = frozenset({"1", "L", "P", "RGB"})  # a tRNS colour key Pillow turns into alpha
 
 
 class ImageRejected(Exception):
@@ -61,29 +61,23 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     try:
         img: Image.Image = Image.open(BytesIO(data))  # lazy: reads the header only
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(
-            f"image too large ({exc}); the limit is {limits.max_pixels:,} pixels", 413
-        ) from exc
+        detail = f"image too large for Pillow's bomb guard ({exc})"
+        raise ImageRejected(f"{detail}; the limit is {limits.max_pixels:,} pixels", 413) from exc
     except UnidentifiedImageError:
-        if data.lstrip()[:5] == b"%PDF-":  # Pillow only writes PDF: name it rather than shrug
-            raise ImageRejected(f"format PDF not allowed (allowed: {allowed})") from None
-        raise ImageRejected(f"not a recognised image (allowed formats: {allowed})") from None
+        pdf = data.lstrip()[:5] == b"%PDF-"  # Pillow only writes PDF: name it rather than shrug
+        what = "format PDF not allowed" if pdf else "not a recognised image"
+        raise ImageRejected(f"{what} (allowed formats: {allowed})") from None
     except Exception as exc:  # a plugin choking on a malformed header
         raise ImageRejected(f"could not decode the image: {exc}") from exc
     fmt = img.format or "unknown"
     if fmt not in limits.allowed_formats:
-        raise ImageRejected(f"format {fmt} not allowed (allowed: {allowed})")
+        raise ImageRejected(f"format {fmt} not allowed (allowed formats: {allowed})")
     width, height = img.size
     if width * height > limits.max_pixels:
-        raise ImageRejected(
-            f"image declares {width}x{height} = {width * height:,} pixels; "
-            f"the limit is {limits.max_pixels:,}",
-            413,
-        )
+        declared = f"image declares {width}x{height} = {width * height:,} pixels"
+        raise ImageRejected(f"{declared}; the limit is {limits.max_pixels:,}", 413)
     try:
         img.load()  # multi-frame files (GIF, WebP, TIFF) open positioned on frame 0
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(f"image too large ({exc})", 413) from exc
     except Exception as exc:  # truncated / corrupt data surfaces as OSError, SyntaxError, ...
         raise ImageRejected(f"could not decode the {fmt} image: {exc}") from exc
     try:
@@ -112,21 +106,17 @@ def _composite(img: Image.Image) -> np.ndarray:
     if total == 0:
         raise _blank()
     mean = float(lum.sum()) / total  # alpha-weighted luminance of what is drawn
-    if total > 0.5 * alpha.size:  # mostly opaque: the opaque pixels are the page; extend it
-        light_page = mean > 0.5
-    else:
-        light_page = _page_behind_strokes(lum, alpha, mean)
+    # Mostly opaque: the opaque pixels are the page itself, so extend it.
+    mostly_opaque = total > 0.5 * alpha.size
+    light_page = mean > 0.5 if mostly_opaque else _page_behind_strokes(lum, alpha, mean)
     return lum + (1 - alpha) if light_page else lum
 
 
 def _page_behind_strokes(lum: np.ndarray, alpha: np.ndarray, mean: float) -> bool:
     """Whether strokes drawn on transparency were meant for a light page."""
     solid = alpha > 0.5
-    inner = solid.copy()  # solid pixels whose 4 neighbours are solid too
-    inner[1:] &= solid[:-1]
-    inner[:-1] &= solid[1:]
-    inner[:, 1:] &= solid[:, :-1]
-    inner[:, :-1] &= solid[:, 1:]
+    p = np.pad(solid, 1)
+    inner = solid & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]  # 4 solid neighbours
     rim = solid & ~inner
     if inner.any() and rim.any():
         straight = lum / np.maximum(alpha, np.float32(1e-6))
@@ -143,7 +133,7 @@ def _page_behind_strokes(lum: np.ndarray, alpha: np.ndarray, mean: float) -> boo
 def _luminance(img: Image.Image) -> np.ndarray:
     """Any Pillow mode -> float32 luminance in [0, 1], alpha composited, at most WORK_MAX_SIDE."""
     mode = img.mode
-    if mode in _ALPHA_MODES or img.has_transparency_data:
+    if mode in _ALPHA_MODES or (mode in _KEYED_MODES and img.has_transparency_data):
         return _composite(img)
     if mode.startswith("I") or mode == "F":
         if mode.startswith("I;16"):
@@ -155,18 +145,15 @@ def _luminance(img: Image.Image) -> np.ndarray:
             img = img.convert("F")
         arr = np.nan_to_num(np.asarray(_shrink(img), dtype=np.float32)) / np.float32(scale)
         return np.clip(arr, 0, 1, out=arr)
-    if mode != "L":
-        try:
-            img = img.convert("L")
-        except ValueError:  # LAB has no conversion; its first band is lightness
-            img = img.getchannel(0)
+    if mode == "LAB":  # Pillow cannot convert LAB; its first band is the lightness
+        img = img.getchannel(0)
+    elif mode != "L":
+        img = img.convert("L")
     return np.asarray(_shrink(img), dtype=np.float32) / 255
 
 
 def _edges(a: np.ndarray) -> list[np.ndarray]:
-    if min(a.shape) < 3:
-        return [a.ravel()]
-    return [a[0], a[-1], a[:, 0], a[:, -1]]
+    return [a[0], a[-1], a[:, 0], a[:, -1]] if min(a.shape) >= 3 else [a.ravel()]
 
 
 def _quantile(a: np.ndarray, q: float) -> float:
@@ -186,14 +173,12 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     klo, khi = int(0.01 * (sample.size - 1)), int(0.99 * (sample.size - 1))
     part = np.partition(sample, (klo, khi))
     dark, light = paper - float(part[klo]), float(part[khi]) - paper
-    if abs(dark - light) <= 0.25 * max(dark, light):
-        inverted = float(gray.mean()) < paper
-    else:
-        inverted = dark > light
+    tie = abs(dark - light) <= 0.25 * max(dark, light)
+    inverted = float(gray.mean()) < paper if tie else dark > light
     if inverted:
         gray, border = 1 - gray, 1 - border
     h, w = gray.shape
-    field: float | np.ndarray = _quantile(border, 0.5)
+    field: float | np.ndarray = 1 - paper if inverted else paper
     if min(h, w) >= PLANE_MIN_SIDE:
         # A plane through the four edges' 25th percentiles (robust to ink crossing an edge)
         # removes a linear light gradient across a photographed page.
@@ -223,46 +208,42 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     return _despeckle(ink) if sigma > 0 else ink
 
 
+def _extent(rows: np.ndarray, cols: np.ndarray) -> tuple[int, int, int, int]:
+    """Bounding box of the True entries of row / column profiles."""
+    ys, xs = np.flatnonzero(rows), np.flatnonzero(cols)
+    if ys.size == 0:
+        raise _blank()
+    return int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+
+
 def _despeckle(ink: np.ndarray) -> np.ndarray:
     """Noisy images: zero everything outside the bbox of ink that has ink neighbours."""
     pad = np.pad(ink, 1)
     rows3 = pad[:-2] + pad[1:-1] + pad[2:]
-    mask = rows3[:, :-2] + rows3[:, 1:-1] + rows3[:, 2:] > 9 * SPECK_LEVEL  # 3x3 mean
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if rows.size == 0:
-        raise _blank()
+    inked = rows3[:, :-2] + rows3[:, 1:-1] + rows3[:, 2:] > 9 * SPECK_LEVEL
+    y0, y1, x0, x1 = _extent(inked.any(1), inked.any(0))
     out = np.zeros_like(ink)
-    window = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-    out[window] = ink[window]
+    out[y0:y1, x0:x1] = ink[y0:y1, x0:x1]
     return out
-
-
-def _extent(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if rows.size == 0:
-        raise _blank()
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def _crop(ink: np.ndarray) -> tuple[np.ndarray, int]:
     """Crop to the ink; also return the side of the box that must fit 20 px (ink > TIGHT)."""
-    y0, y1, x0, x1 = _extent(ink > TIGHT)
+    row_peak, col_peak = ink.max(1), ink.max(0)
+    y0, y1, x0, x1 = _extent(row_peak > TIGHT, col_peak > TIGHT)
     side = max(y1 - y0, x1 - x0)
     # Keep fainter ink up to 4 output pixels around that box (anti-aliasing, which MNIST has
     # inside its box), so scaled to 20 px the crop still fits 28.
     pad = int(side * 4 / BOX)
-    ly0, ly1, lx0, lx1 = _extent(ink > 0)
+    ly0, ly1, lx0, lx1 = _extent(row_peak > 0, col_peak > 0)
     window = ink[max(y0 - pad, ly0) : min(y1 + pad, ly1), max(x0 - pad, lx0) : min(x1 + pad, lx1)]
     return window, side
 
 
 def _stroke_width(a: np.ndarray) -> float:
     """Mean run length of ink across rows or columns, whichever is shorter: ~ the pen width."""
-    b = a > 0.5
-    runs = max(
-        int(b[:, 0].sum()) + int((b[:, 1:] & ~b[:, :-1]).sum()),
-        int(b[0].sum()) + int((b[1:] & ~b[:-1]).sum()),
-    )
+    b = np.pad(a > 0.5, 1)
+    runs = max(int((b[:, 1:] & ~b[:, :-1]).sum()), int((b[1:] & ~b[:-1]).sum()))
     return float(b.sum()) / max(runs, 1)
 
 
@@ -275,33 +256,47 @@ def _restretch(a: np.ndarray) -> np.ndarray:
     return a / np.float32(peak) if peak < FULL_SCALE else a
 
 
+def _resize(a: np.ndarray, scale: float, resample: Image.Resampling) -> np.ndarray:
+    size = (max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale)))
+    return _restretch(np.asarray(Image.fromarray(a).resize(size, resample)))
+
+
+def _dilate(a: np.ndarray, radius: int) -> np.ndarray:
+    """Grey dilation by an octagon (alternate cross and square steps: round strokes), grown."""
+    a = np.pad(a, radius)
+    for step in range(radius):
+        p = np.pad(a, 1)
+        if step % 2 == 0:
+            cross = [p[1:-1, 1:-1], p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:]]
+            a = np.maximum.reduce(cross)
+        else:
+            rows = np.maximum(np.maximum(p[:-2], p[1:-1]), p[2:])
+            a = np.maximum(np.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+    return a
+
+
 def _fit_box(crop: np.ndarray, side: int) -> np.ndarray:
     """Scale so the digit's box (side px) becomes 20 px, anti-aliased; MNIST is left alone."""
     if side in (BOX - 1, BOX):  # MNIST: 9,996 test digits are 20 px, 4 are 19
         return crop
-    h, w = crop.shape
-    img = Image.fromarray(crop)
-    span = side  # the digit's box, in the pixels of img
+    a, span = crop, float(side)  # span: the digit's box, in pixels of a
     if side > INTERMEDIATE:
-        size = (max(1, round(w * INTERMEDIATE / side)), max(1, round(h * INTERMEDIATE / side)))
-        img = Image.fromarray(_restretch(np.asarray(img.resize(size, Image.Resampling.BOX))))
-        span = INTERMEDIATE
+        a, span = _resize(a, INTERMEDIATE / side, Image.Resampling.BOX), INTERMEDIATE
     if side > BOX:
-        stroke = _stroke_width(np.asarray(img))
+        stroke = _stroke_width(a)
         if stroke < THIN_STROKE * span:  # pen lines on a big canvas: grow them before shrinking
-            grow = round((TARGET_STROKE * span - stroke) / 2)
-            if grow >= 1:
-                img = img.filter(ImageFilter.MaxFilter(2 * grow + 1))
-    size = (max(1, round(w * BOX / side)), max(1, round(h * BOX / side)))
-    return _restretch(np.asarray(img.resize(size, Image.Resampling.LANCZOS)))
+            radius = round((TARGET_STROKE * span - stroke) / (2 * (1 - TARGET_STROKE)))
+            if radius >= 1:
+                a, span = _dilate(a, radius), span + 2 * radius
+    return _resize(a, BOX / span, Image.Resampling.LANCZOS)
 
 
 def _centre(digit: np.ndarray) -> np.ndarray:
     """Place the digit in 28x28 with its centre of mass at COM_TARGET, kept inside the frame."""
     h, w = digit.shape
-    mass = float(digit.sum(dtype=np.float64))
-    cy = float(digit.sum(1, dtype=np.float64) @ np.arange(h)) / mass
-    cx = float(digit.sum(0, dtype=np.float64) @ np.arange(w)) / mass
+    rows, cols = digit.sum(1, dtype=np.float64), digit.sum(0, dtype=np.float64)
+    mass = float(rows.sum())
+    cy, cx = float(rows @ _INDEX[:h]) / mass, float(cols @ _INDEX[:w]) / mass
     top = min(max(math.floor(COM_TARGET - cy + 0.5), 0), FRAME - h)
     left = min(max(math.floor(COM_TARGET - cx + 0.5), 0), FRAME - w)
     out = np.zeros((FRAME, FRAME), dtype=np.float32)
