@@ -49,8 +49,8 @@ class Zoo:
         self.accepting = False
         await asyncio.gather(*(m.batcher.stop() for m in self.models.values() if m.batcher))
 
-    def get(self, name: str) -> ServedModel:
-        """The named model, ready to take work, or the problem that says why not."""
+    def lookup(self, name: str) -> ServedModel:
+        """The named model, loaded or not, or a 404 that lists the known ones."""
         served = self.models.get(name)
         if served is None:
             shown = name if len(name) <= 64 else name[:64] + "..."
@@ -61,13 +61,22 @@ class Zoo:
                 title="Unknown model",
                 known_models=list(self.models),
             )
+        return served
+
+    def shutting_down(self) -> ProblemError:
+        """The 503 for requests that arrive while the service stops."""
+        return ProblemError(
+            503,
+            "the service is shutting down",
+            slug="shutting-down",
+            headers={"Retry-After": str(self.settings.retry_after_s)},
+        )
+
+    def get(self, name: str) -> ServedModel:
+        """The named model, ready to take work, or the problem that says why not."""
+        served = self.lookup(name)
         if not self.accepting:
-            raise ProblemError(
-                503,
-                "the service is shutting down",
-                slug="shutting-down",
-                headers={"Retry-After": str(self.settings.retry_after_s)},
-            )
+            raise self.shutting_down()
         if not served.ready:
             raise ProblemError(
                 503,

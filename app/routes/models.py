@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from app.problems import ProblemError, problem_responses
+from app.problems import problem_responses
 from app.routes.deps import ZooDep
 from app.schemas import CheckpointInfo, InputSpecInfo, ModelInfo, ModelList
 from app.serving import ServedModel
@@ -73,14 +73,5 @@ async def list_models(zoo: ZooDep) -> ModelList:
 )
 async def get_model_info(name: str, zoo: ZooDep) -> ModelInfo:
     """One model: status, device, dtype, parameters, input, accuracy, checkpoint and sha256."""
-    served = zoo.models.get(name)
-    if served is None:
-        shown = name if len(name) <= 64 else name[:64] + "..."
-        raise ProblemError(
-            404,
-            f"no model named {shown!r}; known models: {', '.join(zoo.models)}",
-            slug="unknown-model",
-            title="Unknown model",
-            known_models=list(zoo.models),
-        )
+    served = zoo.lookup(name)
     return model_info(zoo, served)

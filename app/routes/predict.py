@@ -155,12 +155,7 @@ async def predict(
                 headers={"Retry-After": str(settings.retry_after_s)},
             ) from None
         except BatcherClosedError:
-            raise ProblemError(
-                503,
-                "the service is shutting down",
-                slug="shutting-down",
-                headers={"Retry-After": str(settings.retry_after_s)},
-            ) from None
+            raise zoo.shutting_down() from None
         except TimeoutError:
             raise ProblemError(
                 504,
