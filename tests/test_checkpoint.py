@@ -155,3 +155,16 @@ def test_not_a_safetensors_file(tmp_path: Path) -> None:
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "absent.safetensors")
+
+
+def test_no_pickle_anywhere_in_the_project() -> None:
+    root = Path(__file__).resolve().parents[1]
+    sources = [p for d in ("models", "app", "benchmarks") for p in (root / d).rglob("*.py")]
+    banned = ("import pickle", "torch.load(", "torch.save(", "cloudpickle")
+    offenders = [f"{p.name}: {b}" for p in sources for b in banned if b in p.read_text()]
+    assert not offenders
+
+
+def test_checkpoints_are_readable_by_other_users(tmp_path: Path) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
+    assert path.stat().st_mode & 0o044 == 0o044  # a server running as another user can load it
