@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="request body limit (413)")
     max_files: int = Field(256, ge=1, description="images per request (422 beyond)")
     max_image_pixels: int = Field(40_000_000, ge=1, description="width x height per image (413)")
+    torch_threads: int = Field(
+        0, ge=0, description="intra-op threads for CPU inference; 0 = half the cores, at least 1"
+    )
     warmup: bool = Field(True, description="run batches of 1 and MAX_BATCH_SIZE at start-up")
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 503")
 

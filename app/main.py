@@ -1,5 +1,6 @@
 """create_app(): the FastAPI app, its lifespan (models load here, never at import) and routers."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.zoo = await Zoo.start(settings, metrics)
+        # Models and their tensors live as long as the process: keep them out of every
+        # garbage-collector pass that follows.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

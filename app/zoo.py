@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 
 import torch
 
@@ -25,6 +26,9 @@ class Zoo:
     async def start(cls, settings: Settings, metrics: Metrics) -> "Zoo":
         """Load every listed model (off the event loop), then start their batchers."""
         zoo = cls(settings, metrics, resolve_device(settings.device))
+        if zoo.device.type == "cpu":
+            # The event loop and decoding need cores too: all of them for torch starves both.
+            torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 2) // 2))
         names = model_names(settings)
         for name in names:  # one at a time: loading is memory- and device-bound
             zoo.models[name] = await asyncio.to_thread(

@@ -1,4 +1,8 @@
-"""Annotated dependencies shared by the routers."""
+"""Annotated dependencies shared by the routers.
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in its threadpool, a
+thread hop per dependency per request for what is an attribute read.
+"""
 
 from typing import Annotated
 
@@ -9,15 +13,15 @@ from app.metrics import Metrics
 from app.zoo import Zoo
 
 
-def _zoo(request: Request) -> Zoo:
+async def _zoo(request: Request) -> Zoo:
     return request.app.state.zoo
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _metrics(request: Request) -> Metrics:
+async def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
