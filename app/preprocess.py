@@ -1,6 +1,7 @@
 """Uploaded bytes -> decoded image -> MNIST-style 28x28 digit (white ink on black, COM-centred)."""
 
 import math
+import warnings
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -28,6 +29,9 @@ SPECK_LEVEL = 0.15  # in noisy images, bbox ignores ink whose 3x3 mean is below 
 THIN_STROKE, TARGET_STROKE = 0.06, 0.12
 _ORIENTATION = 0x0112  # EXIF tag
 _INDEX = np.arange(FRAME, dtype=np.float64)
+# Our header check (ImageLimits.max_pixels, 40 M by default) refuses what Pillow would warn
+# about (89 M) before any pixel is decoded: its warning would only repeat that in the log.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _KEYED_MODES = frozenset({"1", "L", "P", "RGB"})  # a tRNS colour key Pillow turns into alpha
 

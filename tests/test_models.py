@@ -77,9 +77,9 @@ def test_vgg_initialisation() -> None:
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(not m.bias.detach().any() for m in linears + convs)
-    assert 0.008 < float(linears[0].weight.std()) < 0.012  # N(0, 0.01)
+    assert 0.008 < float(linears[0].weight.detach().std()) < 0.012  # N(0, 0.01)
     fan_out = convs[1].out_channels * 9
-    assert float(convs[1].weight.std()) == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
+    assert float(convs[1].weight.detach().std()) == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
 
 
 def test_transform_for_224_nets_resizes_and_repeats_channels() -> None:
