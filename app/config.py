@@ -37,6 +37,15 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0, ge=0, description="intra-op threads for CPU inference; 0 = half the cores, at least 1"
     )
+    decode_processes: int | None = Field(
+        None,
+        ge=0,
+        description="worker processes that decode big requests; unset = one per two cores "
+        "(at least 1), 0 = decode everything in a thread",
+    )
+    decode_process_threshold: int = Field(
+        8, ge=1, description="requests with at least this many images decode in a process"
+    )
     warmup: bool = Field(True, description="run batches of 1 and MAX_BATCH_SIZE at start-up")
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 503")
 

@@ -7,6 +7,7 @@ import os
 import torch
 
 from app.config import Settings
+from app.decoding import Decoder
 from app.metrics import Metrics
 from app.problems import ProblemError
 from app.serving import ServedModel, load_one, model_names, resolve_device
@@ -21,6 +22,10 @@ class Zoo:
         self.settings, self.metrics, self.device = settings, metrics, device
         self.models: dict[str, ServedModel] = {}
         self.accepting = False
+        processes = settings.decode_processes
+        if processes is None:
+            processes = max(1, (os.cpu_count() or 2) // 2)
+        self.decoder = Decoder(processes, settings.decode_process_threshold)
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> "Zoo":
@@ -37,6 +42,7 @@ class Zoo:
         for served in zoo.models.values():
             if served.batcher is not None:
                 served.batcher.start()
+        await zoo.decoder.start()
         zoo.accepting = True
         loaded = [n for n, m in zoo.models.items() if m.ready]
         log.info(
@@ -52,6 +58,7 @@ class Zoo:
         """Take no new requests; let every accepted one finish."""
         self.accepting = False
         await asyncio.gather(*(m.batcher.stop() for m in self.models.values() if m.batcher))
+        await asyncio.to_thread(self.decoder.shutdown)
 
     def lookup(self, name: str) -> ServedModel:
         """The named model, loaded or not, or a 404 that lists the known ones."""

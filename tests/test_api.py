@@ -180,3 +180,11 @@ def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
         content = predict["responses"][code]["content"]
         assert any("example" in c for c in content.values()), code
     assert client.get("/docs").status_code == 200
+
+
+def test_a_bad_file_in_a_big_request_is_named(client: TestClient, digits: list) -> None:
+    # 9 files decode in a worker process; the rejection must still name the right file.
+    files = [("files", (f"d{i}.png", digits[i % len(digits)][0])) for i in range(9)]
+    files[7] = ("files", ("broken.jpg", b"\xff\xd8\xff truncated jpeg"))
+    body = _problem(client.post("/predict/lenet", files=files), 422)
+    assert body["filename"] == "broken.jpg" and body["index"] == 7

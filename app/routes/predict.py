@@ -4,14 +4,13 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from app.batching import BatcherClosedError, QueueFullError
-from app.preprocess import ImageLimits, ImageRejected, preprocess
+from app.decoding import Rejection
+from app.preprocess import ImageLimits
 from app.problems import ProblemError, problem_responses
 from app.routes.deps import MetricsDep, SettingsDep, ZooDep
 from app.schemas import PredictResponse
@@ -72,24 +71,6 @@ EXAMPLE = {
 }
 
 
-def _preprocess_all(uploads: list[Upload], limits: ImageLimits) -> torch.Tensor:
-    """Every upload -> one N x 1 x 28 x 28 tensor; the first bad file fails the request."""
-    digits = np.empty((len(uploads), 1, 28, 28), dtype=np.float32)
-    for i, up in enumerate(uploads):
-        try:
-            digits[i, 0] = preprocess(up.data, limits)
-        except ImageRejected as exc:
-            raise ProblemError(
-                exc.status_code,
-                f"{up.filename}: {exc.detail}",
-                slug="invalid-image" if exc.status_code == 422 else None,
-                title="Invalid image" if exc.status_code == 422 else None,
-                filename=up.filename,
-                index=i,
-            ) from None
-    return torch.from_numpy(digits)
-
-
 def _predictions(
     uploads: list[Upload], probs: torch.Tensor, labels: list[str], top_k: int
 ) -> list[dict[str, Any]]:
@@ -142,7 +123,19 @@ async def predict(
         uploads = await read_uploads(request, settings.max_files)
         n_images = len(uploads)
         limits = ImageLimits(max_pixels=settings.max_image_pixels)
-        digits = await run_in_threadpool(_preprocess_all, uploads, limits)
+        decoded = await zoo.decoder([up.data for up in uploads], limits)
+        if isinstance(decoded, Rejection):
+            up = uploads[decoded.index]
+            invalid = decoded.status_code == 422
+            raise ProblemError(
+                decoded.status_code,
+                f"{up.filename}: {decoded.detail}",
+                slug="invalid-image" if invalid else None,
+                title="Invalid image" if invalid else None,
+                filename=up.filename,
+                index=decoded.index,
+            )
+        digits = torch.from_numpy(decoded)
         assert served.batcher is not None and served.ckpt is not None
         try:
             async with asyncio.timeout(settings.request_timeout_s):
