@@ -84,6 +84,13 @@ class DynamicBatcher:
         """Images accepted but not yet taken into a batch."""
         return self._queued
 
+    def check_room(self, n: int) -> None:
+        """Raise QueueFullError now if ``n`` more images would not fit."""
+        if self._queued + n > self.max_queue:
+            raise QueueFullError(
+                f"{self.name} queue is full ({self._queued} of {self.max_queue} images waiting)"
+            )
+
     def start(self) -> None:
         """Start the worker task on the running loop."""
         if self._worker is None:
@@ -97,10 +104,7 @@ class DynamicBatcher:
         n = int(inputs.shape[0])
         if n == 0:
             raise ValueError("no inputs")
-        if self._queued + n > self.max_queue:
-            raise QueueFullError(
-                f"{self.name} queue is full ({self._queued} of {self.max_queue} images waiting)"
-            )
+        self.check_room(n)
         loop = asyncio.get_running_loop()
         chunks = inputs.split(self.max_batch_size)
         jobs = [_Job(c, loop.create_future()) for c in chunks]

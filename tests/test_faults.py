@@ -157,3 +157,19 @@ def test_body_over_the_limit_is_refused_before_reading(seven: bytes) -> None:
         r = c.post("/predict/lenet", content=chunks(), headers={"content-type": "image/png"})
         assert r.status_code == 413
         assert c.post("/predict/lenet", files={"files": seven}).status_code == 200
+
+
+async def test_full_queue_refuses_before_decoding(seven: bytes) -> None:
+    app = create_app(settings(models=("lenet",), max_queue=2, max_files=2, max_batch_size=2))
+    async with _client(app) as c:
+        _wrap_model(app, "lenet", lambda fn: lambda x: (time.sleep(0.3), fn(x))[1])
+        busy = asyncio.create_task(c.post("/predict/lenet", files={"files": seven}))
+        await asyncio.sleep(0.05)  # its image is in the model; two more fill the queue
+        queued = asyncio.create_task(
+            c.post("/predict/lenet", files=[("files", seven), ("files", seven)])
+        )
+        await asyncio.sleep(0.05)
+        # Undecodable, yet 503 rather than 422: the queue was checked before any decoding.
+        r = await c.post("/predict/lenet", files={"files": ("x.png", b"not an image")})
+        assert r.status_code == 503 and r.json()["type"] == "/problems/queue-full"
+        assert [t.status_code for t in await asyncio.gather(busy, queued)] == [200, 200]

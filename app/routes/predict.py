@@ -71,6 +71,29 @@ EXAMPLE = {
 }
 
 
+def _rejected(uploads: list[Upload], rejection: Rejection) -> ProblemError:
+    """The problem for an upload that could not be used, naming the file."""
+    up = uploads[rejection.index]
+    invalid = rejection.status_code == 422
+    return ProblemError(
+        rejection.status_code,
+        f"{up.filename}: {rejection.detail}",
+        slug="invalid-image" if invalid else None,
+        title="Invalid image" if invalid else None,
+        filename=up.filename,
+        index=rejection.index,
+    )
+
+
+def _queue_full(exc: QueueFullError, retry_after_s: int) -> ProblemError:
+    return ProblemError(
+        503,
+        f"{exc}; retry after {retry_after_s} s",
+        slug="queue-full",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
 def _predictions(
     uploads: list[Upload], probs: torch.Tensor, labels: list[str], top_k: int
 ) -> list[dict[str, Any]]:
@@ -122,31 +145,20 @@ async def predict(
         served = zoo.get(model)
         uploads = await read_uploads(request, settings.max_files)
         n_images = len(uploads)
+        assert served.batcher is not None and served.ckpt is not None
+        try:
+            served.batcher.check_room(n_images)  # a full queue refuses before any decoding
+        except QueueFullError as exc:
+            raise _queue_full(exc, settings.retry_after_s) from None
         limits = ImageLimits(max_pixels=settings.max_image_pixels)
         decoded = await zoo.decoder([up.data for up in uploads], limits)
         if isinstance(decoded, Rejection):
-            up = uploads[decoded.index]
-            invalid = decoded.status_code == 422
-            raise ProblemError(
-                decoded.status_code,
-                f"{up.filename}: {decoded.detail}",
-                slug="invalid-image" if invalid else None,
-                title="Invalid image" if invalid else None,
-                filename=up.filename,
-                index=decoded.index,
-            )
-        digits = torch.from_numpy(decoded)
-        assert served.batcher is not None and served.ckpt is not None
+            raise _rejected(uploads, decoded)
         try:
             async with asyncio.timeout(settings.request_timeout_s):
-                probs = await served.batcher.submit(digits)
+                probs = await served.batcher.submit(torch.from_numpy(decoded))
         except QueueFullError as exc:
-            raise ProblemError(
-                503,
-                f"{exc}; retry after {settings.retry_after_s} s",
-                slug="queue-full",
-                headers={"Retry-After": str(settings.retry_after_s)},
-            ) from None
+            raise _queue_full(exc, settings.retry_after_s) from None
         except BatcherClosedError:
             raise zoo.shutting_down() from None
         except TimeoutError:
