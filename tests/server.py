@@ -22,7 +22,8 @@ class Server:
     proc: subprocess.Popen[bytes]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing listens on now, on loopback."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -30,7 +31,7 @@ def _free_port() -> int:
 
 def start_server(**env: str) -> Server:
     """uvicorn app.main:app on a free loopback port, waited on until ready."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,

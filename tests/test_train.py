@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,29 +11,20 @@ import pytest
 from models import evaluate as evaluate_cli
 from models import train as train_cli
 from models.checkpoint import load_checkpoint
+from tests.server import free_port
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+def _small_run(data_dir: Path, out: Path, *extra: str) -> list[str]:
+    """Training arguments for lenet on 512 images, tested on 256, on the CPU."""
+    return ["--model", "lenet", "--data-dir", str(data_dir), "--no-download",
+            "--limit-train", "512", "--limit-test", "256", "--device", "cpu",
+            "--out", str(out), *extra]  # fmt: skip
+
+
 def _train(data_dir: Path, out: Path, *extra: str) -> int:
-    return train_cli.main(
-        [
-            "--model",
-            "lenet",
-            "--data-dir",
-            str(data_dir),
-            "--no-download",
-            "--limit-train",
-            "512",
-            "--limit-test",
-            "256",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+    return train_cli.main(_small_run(data_dir, out, *extra))
 
 
 @pytest.fixture(scope="module")
@@ -145,36 +135,11 @@ def test_offline_without_data_says_where_files_belong(
 @pytest.mark.slow
 def test_torchrun_ddp_on_two_cpu_processes(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "ddp.safetensors"
-    with socket.socket() as s:  # a free port for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node=2",
-        "--master-addr=127.0.0.1",
-        f"--master-port={port}",
-        "-m",
-        "models.train",
-        "--model",
-        "lenet",
-        "--data-dir",
-        str(data_dir),
-        "--no-download",
-        "--limit-train",
-        "512",
-        "--limit-test",
-        "256",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
-    ]
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+        "--master-addr=127.0.0.1", f"--master-port={free_port()}", "-m", "models.train",
+        *_small_run(data_dir, out, "--epochs", "1", "--batch-size", "64"),
+    ]  # fmt: skip
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
