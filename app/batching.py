@@ -114,7 +114,7 @@ class DynamicBatcher:
         try:
             outs = await asyncio.gather(*(j.future for j in jobs))
         except BaseException:
-            for j in jobs:  # a timed-out or failed request frees its queue places
+            for j in jobs:  # a request that gave up: the worker skips its images
                 j.future.cancel()
             raise
         return outs[0] if len(outs) == 1 else torch.cat(outs)

@@ -23,16 +23,6 @@ Status = Literal["loaded", "missing", "invalid", "failed"]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"DEVICE={name} but CUDA is not available")
-    return device
-
-
 def train_command(name: str) -> str:
     """The command that makes a model's checkpoint, for 'not loaded' answers."""
     return f"python -m models.train --model {name} --data-dir data --out weights/{name}.safetensors"

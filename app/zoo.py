@@ -10,7 +10,8 @@ from app.config import Settings
 from app.decoding import Decoder
 from app.metrics import Metrics
 from app.problems import ProblemError
-from app.serving import ServedModel, load_one, model_names, resolve_device
+from app.serving import ServedModel, load_one, model_names
+from models.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 

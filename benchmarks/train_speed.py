@@ -23,6 +23,7 @@ from torchvision import datasets, transforms
 from models import train as train_mod
 from models.data import load_mnist
 from models.registry import get_input_spec, get_model
+from models.runtime import setup_runtime
 from models.transforms import ModelInputTransform
 
 
@@ -50,7 +51,7 @@ def seed_images_per_s(data_dir: Path, images: int, device: torch.device) -> floa
 
 def our_images_per_s(data_dir: Path, images: int, device: torch.device) -> float:
     """models.train.train_one_epoch over ``images`` training images; returns images/s."""
-    rt = train_mod.setup_runtime(str(device), "auto")
+    rt = setup_runtime(str(device), "auto")
     data = load_mnist(data_dir, train=True, download=False).head(images).to(rt.device)
     model = get_model("mnist_cnn").to(rt.device)
     if rt.channels_last:

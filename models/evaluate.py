@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.data import MnistNotFoundError, MnistSplit, load_mnist
+from models.runtime import resolve_device
 from models.transforms import ModelInputTransform
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,6 @@ class EvalResult:
             "confusion_matrix": self.confusion.tolist(),
             "images_per_s": self.n / self.seconds if self.seconds > 0 else None,
         }
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else as torch spells it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @torch.inference_mode()
@@ -92,45 +86,6 @@ def evaluate(
         confusion=confusion_m,
         seconds=time.perf_counter() - start,
     )
-
-
-def plot_confusion(confusion: Tensor, labels: list[str], path: Path, title: str) -> None:
-    """Write the confusion matrix as a PNG heat map with counts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5.5))
-    im = ax.imshow(confusion.numpy(), cmap="Blues")
-    ax.set(
-        xticks=range(len(labels)),
-        yticks=range(len(labels)),
-        xticklabels=labels,
-        yticklabels=labels,
-        xlabel="predicted",
-        ylabel="true",
-        title=title,
-    )
-    for (i, j), v in (
-        (ij, int(confusion[ij]))
-        for ij in ((i, j) for i in range(len(labels)) for j in range(len(labels)))
-    ):
-        if v:
-            ax.text(
-                j,
-                i,
-                str(v),
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if v > confusion.max() / 2 else "black",
-            )
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -178,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(out))
     if args.plot:
+        from models.plots import plot_confusion  # matplotlib only when asked
+
         plot_confusion(
             result.confusion,
             ckpt.meta.labels,

@@ -7,7 +7,6 @@ The whole dataset lives on the training device as uint8; batches are indexed, au
 import argparse
 import json
 import logging
-import os
 import shlex
 import sys
 import time
@@ -22,8 +21,10 @@ from tqdm import tqdm
 
 from models.checkpoint import DIGIT_LABELS, CheckpointMeta, save_checkpoint
 from models.data import MnistNotFoundError, MnistSplit, fingerprint, load_mnist, random_affine
-from models.evaluate import EvalResult, evaluate, resolve_device
+from models.evaluate import EvalResult, evaluate
+from models.plots import plot_history
 from models.registry import get_input_spec, get_model, list_models
+from models.runtime import Runtime, setup_runtime
 from models.transforms import ModelInputTransform
 
 __all__ = ["evaluate", "main", "train_one_epoch"]
@@ -47,17 +48,6 @@ RECIPES = {
     "alexnet": Recipe(epochs=2, batch_size=256, lr=3e-4),
 }
 DEFAULT_RECIPE = Recipe(epochs=2, batch_size=128, lr=1e-4)  # the VGGs
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how this process trains."""
-
-    device: torch.device
-    rank: int
-    world: int
-    amp: torch.dtype | None
-    channels_last: bool
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -85,25 +75,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="checkpoint path (default weights/<model>.safetensors)")
     p.add_argument("--dry-run", action="store_true", help="two batches, one epoch, write nothing")
     return p.parse_args(argv)
-
-
-def setup_runtime(device_arg: str, amp: str) -> Runtime:
-    """Pick the device (joining the torchrun process group if there is one) and precision."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = resolve_device(device_arg)
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    bf16_ok = device.type == "cuda" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    use_bf16 = amp == "bf16" or (amp == "auto" and bf16_ok)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return Runtime(device, rank, world, torch.bfloat16 if use_bf16 else None, use_bf16)
 
 
 def train_one_epoch(
@@ -188,25 +159,6 @@ def train_one_epoch(
         "seconds": seconds,
         "images_per_s": n / seconds,
     }
-
-
-def plot_history(history: list[dict[str, float]], path: Path, title: str) -> None:
-    """PNG of train and test accuracy per epoch, as the seed plots them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [h["train_accuracy"] for h in history], "o-", label="train")
-    ax.plot(epochs, [h["test_accuracy"] for h in history], "s-", label="test")
-    ax.set(xlabel="epoch", ylabel="accuracy", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

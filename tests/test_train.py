@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from models import evaluate as evaluate_cli
 from models import train as train_cli
 from models.checkpoint import load_checkpoint
+from models.runtime import resolve_device
 from tests.server import free_port
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -149,3 +151,10 @@ def test_torchrun_ddp_on_two_cpu_processes(tmp_path: Path, data_dir: Path) -> No
     history = json.loads(out.with_suffix(".log.json").read_text())["history"]
     assert history[0]["images"] == 512  # both ranks' shards, counted once each
     assert "cpu x2" in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_absent_cuda_is_an_error() -> None:
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        resolve_device("cuda:1")
