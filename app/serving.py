@@ -71,13 +71,12 @@ class ServedModel:
     ckpt: LoadedCheckpoint | None = None
     predictor: Predictor | None = None
     batcher: DynamicBatcher | None = None
-    warmed: bool = False
     load_seconds: float = field(default=0.0)
 
     @property
     def ready(self) -> bool:
-        """Loaded and warmed: it can answer now."""
-        return self.status == "loaded" and self.warmed
+        """It can answer now: "loaded" is only set once the warm-up batches have run."""
+        return self.status == "loaded"
 
 
 def _on_batch(metrics: Metrics, name: str) -> Callable[[BatchStats], None]:
@@ -129,7 +128,6 @@ def load_one(name: str, settings: Settings, device: torch.device, metrics: Metri
         ckpt,
         predictor,
         batcher,
-        warmed=True,
         load_seconds=time.perf_counter() - started,
     )
     log.info("loaded %s on %s (%s) in %.2f s", name, device, dtype, served.load_seconds)
