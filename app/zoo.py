@@ -16,6 +16,11 @@ from models.runtime import resolve_device
 log = logging.getLogger(__name__)
 
 
+def half_the_cores() -> int:
+    """The default share of cores for torch threads and for decode processes alike."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 class Zoo:
     """Models by name, on one device; built in the app's lifespan."""
 
@@ -24,9 +29,10 @@ class Zoo:
         self.models: dict[str, ServedModel] = {}
         self.accepting = False
         processes = settings.decode_processes
-        if processes is None:
-            processes = max(1, (os.cpu_count() or 2) // 2)
-        self.decoder = Decoder(processes, settings.decode_process_threshold)
+        self.decoder = Decoder(
+            half_the_cores() if processes is None else processes,
+            settings.decode_process_threshold,
+        )
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> "Zoo":
@@ -34,7 +40,7 @@ class Zoo:
         zoo = cls(settings, metrics, resolve_device(settings.device))
         if zoo.device.type == "cpu":
             # The event loop and decoding need cores too: all of them for torch starves both.
-            torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 2) // 2))
+            torch.set_num_threads(settings.torch_threads or half_the_cores())
         names = model_names(settings)
         for name in names:  # one at a time: loading is memory- and device-bound
             zoo.models[name] = await asyncio.to_thread(
