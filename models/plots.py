@@ -36,20 +36,12 @@ def plot_confusion(confusion: Tensor, labels: list[str], path: Path, title: str)
         ylabel="true",
         title=title,
     )
-    for (i, j), v in (
-        (ij, int(confusion[ij]))
-        for ij in ((i, j) for i in range(len(labels)) for j in range(len(labels)))
-    ):
-        if v:
-            ax.text(
-                j,
-                i,
-                str(v),
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if v > confusion.max() / 2 else "black",
-            )
+    half = int(confusion.max()) / 2
+    for i, row in enumerate(confusion.tolist()):
+        for j, count in enumerate(row):
+            if count:
+                color = "white" if count > half else "black"
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color=color)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

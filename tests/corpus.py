@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from tests.helpers import png
+
 Request = dict[str, Any]  # keyword arguments of TestClient.request, plus "method" and "url"
 
 
@@ -163,9 +165,7 @@ def cases(digit_label: str) -> list[Case]:
             lambda d: {
                 "method": "POST",
                 "url": "/predict/mnist_cnn",
-                "files": [
-                    ("files", (f"{i}.png", encode(Image.fromarray(d), "PNG"))) for i in range(17)
-                ],
+                "files": [("files", (f"{i}.png", png(d))) for i in range(17)],
             },
             422,
             detail="too many files",
@@ -175,7 +175,7 @@ def cases(digit_label: str) -> list[Case]:
             lambda d: {
                 "method": "POST",
                 "url": "/predict/mnist_cnn",
-                "files": [("file", ("d.png", encode(Image.fromarray(d), "PNG")))],
+                "files": [("file", ("d.png", png(d)))],
             },
             422,
             detail="parts named 'files'",
@@ -229,37 +229,37 @@ def cases(digit_label: str) -> list[Case]:
         Case("blank black", _img(lambda d: Image.new("L", (28, 28), 0)), 422, detail="blank"),
         Case(
             "huge filename",
-            lambda d: _files(encode(Image.fromarray(d), "PNG"), "x" * 4000),
+            lambda d: _files(png(d), "x" * 4000),
             200,
             lab,
             extra={"filename": "x" * 255 + "..."},
         ),
         Case(
             "filename past the part-header limit",
-            lambda d: _files(encode(Image.fromarray(d), "PNG"), "x" * 10_000),
+            lambda d: _files(png(d), "x" * 10_000),
             400,
             detail="multipart",
         ),
         Case(
             "unicode filename",
-            lambda d: _files(encode(Image.fromarray(d), "PNG"), "цифра-семь-✓-数字.png"),
+            lambda d: _files(png(d), "цифра-семь-✓-数字.png"),
             200,
             lab,
             extra={"filename": "цифра-семь-✓-数字.png"},
         ),
         Case(
             "top_k=0",
-            lambda d: {**_files(encode(Image.fromarray(d), "PNG")), "params": {"top_k": "0"}},
+            lambda d: {**_files(png(d)), "params": {"top_k": "0"}},
             422,
         ),
         Case(
             "top_k=11",
-            lambda d: {**_files(encode(Image.fromarray(d), "PNG")), "params": {"top_k": "11"}},
+            lambda d: {**_files(png(d)), "params": {"top_k": "11"}},
             422,
         ),
         Case(
             "top_k=seven",
-            lambda d: {**_files(encode(Image.fromarray(d), "PNG")), "params": {"top_k": "seven"}},
+            lambda d: {**_files(png(d)), "params": {"top_k": "seven"}},
             422,
         ),
         Case(
