@@ -1,4 +1,5 @@
-# The MNIST model zoo service: `uvicorn app.main:app` on port 8000 (see docs/deploy.md).
+# The MNIST model zoo service: `python -m app` on port 8000 (see docs/deploy.md): frontend worker
+# processes (one per core) and, on a GPU, the model owner they share; 30 s graceful drain.
 #
 #   GPU image (default): docker build -t mnist-zoo:cuda .
 #   CPU-only image:      docker build --build-arg BASE=cpu -t mnist-zoo:cpu .
@@ -61,4 +62,4 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=4)"]
-CMD ["python3", "-m", "uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "30"]
+CMD ["python3", "-m", "app", "--host", "0.0.0.0", "--port", "8000"]

@@ -23,7 +23,7 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 
 ## serve: install and run the service on the committed checkpoints (port 8000)
 serve: $(VENV)/.serve-installed
-	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 30
+	$(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 ## test: install everything and run linters, type checks and the whole test suite
 test: $(VENV)/.dev-installed lint typecheck pytest

@@ -35,16 +35,29 @@ class Settings(BaseSettings):
     max_files: int = Field(256, ge=1, description="images per request (422 beyond)")
     max_image_pixels: int = Field(40_000_000, ge=1, description="width x height per image (413)")
     torch_threads: int = Field(
-        0, ge=0, description="intra-op threads for CPU inference; 0 = half the cores, at least 1"
-    )
-    decode_processes: int | None = Field(
-        None,
+        0,
         ge=0,
-        description="worker processes that decode big requests; unset = one per two cores "
-        "(at least 1), 0 = decode everything in a thread",
+        description="intra-op threads per process that runs a model on the CPU; 0 = the cores "
+        "left over by the frontend workers, at least 1",
     )
-    decode_process_threshold: int = Field(
-        8, ge=1, description="requests with at least this many images decode in a process"
+    engine: Literal["auto", "shared", "worker"] = Field(
+        "auto",
+        description="where models run: shared = one model-owner process per device that batches "
+        "for every frontend worker; worker = a copy in each worker; auto = shared on CUDA, "
+        "worker on the CPU (both chosen by measurement, see the README)",
+    )
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="frontend worker processes (HTTP, parsing, decoding, preprocessing); "
+        "0 = one per core on the CPU, all cores but two on CUDA (at most 16)",
+    )
+    host: str = Field("127.0.0.1", description="address `python -m app` listens on")
+    port: int = Field(8000, ge=0, le=65535, description="port `python -m app` listens on")
+    engine_socket: str | None = Field(
+        None,
+        description="internal: the model owner's socket, set by `python -m app` for its workers",
     )
     warmup: bool = Field(True, description="run batches of 1 and MAX_BATCH_SIZE at start-up")
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 503")

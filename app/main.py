@@ -1,4 +1,8 @@
-"""create_app(): the FastAPI app, its lifespan (models load here, never at import) and routers."""
+"""create_app(): the FastAPI app of one frontend worker, its lifespan and its routes.
+
+``python -m app`` (app/__main__.py) runs several of these workers and, on a GPU, the model
+owner they share; ``uvicorn app.main:app`` runs one worker on its own.
+"""
 
 import gc
 import logging
@@ -8,11 +12,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.config import Settings, get_settings
-from app.metrics import Metrics
-from app.problems import install_problem_handlers
-from app.routes import health, models, predict
-from app.uploads import BodyLimitMiddleware
-from app.zoo import Zoo
+from app.frontend.predict import add_predict_route
+from app.frontend.routes import health, models
+from app.frontend.uploads import BodyLimitMiddleware
+from app.frontend.zoo import Zoo
+from app.metrics import Metrics, mark_process_dead
+from app.problems import install_problem_handlers, problem_responses
 
 DESCRIPTION = """Classic CNNs (LeNet, AlexNet, VGG, a BatchNorm MNIST CNN) trained on MNIST,
 served with dynamic batching. Upload a digit as people have them (a phone photo, a canvas
@@ -20,15 +25,19 @@ export with a transparent background, a black-on-white scan): it is turned into 
 digit before the model sees it. Errors are RFC 9457 `application/problem+json`."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; models load when its lifespan starts."""
+def create_app(settings: Settings | None = None, *, lean: bool = True) -> FastAPI:
+    """Build the app; models load (or the engine connects) when its lifespan starts.
+
+    ``lean=False`` serves predict through FastAPI's own request handling instead of the lean
+    path, for tests that hold the two to the same answers.
+    """
     settings = settings or get_settings()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.zoo = await Zoo.start(settings, metrics)
-        # Models and their tensors live as long as the process: keep them out of every
+        # What start-up built lives as long as the process: keep it out of every
         # garbage-collector pass that follows.
         gc.collect()
         gc.freeze()
@@ -36,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.zoo.stop()
+            mark_process_dead()
 
     app = FastAPI(
         title="MNIST model zoo", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
@@ -43,7 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.metrics = settings, metrics
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    for router in (predict.router, models.router, health.router):
+    add_predict_route(app, problem_responses(400, 404, 413, 415, 422, 500, 503, 504), lean)
+    for router in (models.router, health.router):
         app.include_router(router)
     return app
 

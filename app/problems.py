@@ -58,22 +58,25 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(ProblemError(exc.status_code, detail, headers=dict(exc.headers or {})))
 
 
-async def _validation(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+def validation_problem(exc: RequestValidationError) -> ProblemError:
+    """The 422 for a request FastAPI (or the lean predict path) found invalid."""
     errors = [
         {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
         for e in exc.errors()
     ]
     detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
-    return problem_response(
-        ProblemError(
-            422,
-            detail or "invalid request",
-            slug="invalid-request",
-            title="Invalid request",
-            errors=errors,
-        )
+    return ProblemError(
+        422,
+        detail or "invalid request",
+        slug="invalid-request",
+        title="Invalid request",
+        errors=errors,
     )
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return problem_response(validation_problem(exc))
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -1,14 +1,22 @@
-"""Serving benchmark: the batched service against a naive per-request endpoint, in one run.
+"""Serving benchmark: our service against its peers, loaded by wrk, interleaved in one run.
 
-    python -m benchmarks.serve_bench --duration 8 --rounds 3 --json serve_bench.json
-    python -m benchmarks.serve_bench --gpu --device cuda   # alexnet, vgg16: service vs bare model
+    python -m benchmarks.serve_bench --rounds 3 --duration 8 --json serve_bench.json
+    python -m benchmarks.serve_bench --gpu            # GPU host: see benchmarks/serve_gpu.py
 
-Both servers are uvicorn processes with the same flags (one worker). The load comes from a
-separate process (``python -m benchmarks.serve_load ...``: closed-loop clients on keep-alive
-connections, a minimal HTTP/1.1 client unless ``--client httpx``) that sends prebuilt
-multipart bodies of MNIST test digits, checks every answer and prints its numbers as JSON,
-including the CPU time the server and the client spent per image. Scenarios run against both
-servers in turn, the order alternating by round; the table shows medians of rounds.
+Servers, each a real process on loopback, all started before the first measurement:
+
+- ``ours``: ``python -m app`` with its defaults for this machine (``--server-env`` overrides);
+  ``ours-worker`` and ``ours-shared`` force each layout (ENGINE), to compare them;
+- ``naive-1``: the endpoint people write first (benchmarks/naive_server.py), one uvicorn worker;
+- ``naive-N``: the same with as many uvicorn workers as ours has;
+- ``litserve``: LitServe with batching on (benchmarks/litserve_server.py), as many API servers.
+
+Every server first answers the same MNIST test digits (accuracy printed). Then, for each
+round, each scenario runs against each server in turn, the order rotating by round, and the
+table shows medians of rounds, ratios against the baselines and the issue's targets. CPU time
+counts every process of a server (our workers and model owner, the baselines' workers), so
+``cpu ms/img`` is the whole cost of an image. wrk shares this machine's cores with the servers,
+alike for all of them.
 """
 
 import argparse
@@ -18,221 +26,247 @@ import statistics
 import sys
 import tempfile
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from benchmarks.serve_harness import (
-    NOTE,
-    ROOT,
-    UVICORN_FLAGS,
-    Scenario,
-    Server,
-    extra_env,
-    run_load,
-    start_server,
+from app.config import Settings
+from app.layout import plan, usable_cores
+from benchmarks.harness import ROOT, Server, free_port, service_command, start_server
+from benchmarks.wrk import CONTENT_TYPE, digit_pngs, ensure_wrk, multipart, run_wrk, write_payloads
+
+PAYLOAD_DIGITS = 4096
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One load shape: ``connections`` keep-alive clients sending ``images`` per request."""
+
+    name: str
+    connections: int
+    images: int
+
+
+SCENARIOS = (Scenario("c1", 1, 1), Scenario("c32", 32, 1), Scenario("c8x64", 8, 64))
+# (scenario, metric, server compared with, bound, higher is better): the issue's CPU targets.
+TARGETS = (
+    ("c32", "req_s", "naive-1", 3.0, True),
+    ("c32", "req_s", "naive-N", 1.5, True),
+    ("c1", "p50_ms", "naive-1", 1.0, False),
+    ("c8x64", "images_s", None, 12_000.0, True),
+    *((s.name, "req_s", "litserve", 1.0, True) for s in SCENARIOS),
+    ("c1", "p50_ms", "litserve", 1.0, False),
 )
-from benchmarks.serve_load import CONTENT_TYPE, multipart_bodies, write_payloads
-
-MEDIANS = (
-    "req_s",
-    "images_s",
-    "p50_ms",
-    "p99_ms",
-    "server_cpu_ms_per_image",
-    "client_cpu_ms_per_image",
-)
 
 
-def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median of rounds for rates, latencies and CPU; errors summed; the worst accuracy."""
-    accs = [r["accuracy"] for r in rows if r["accuracy"] is not None]
-    errors = [r["first_error"] for r in rows if r["first_error"]]
+def load_digits(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The first MNIST test digits and labels."""
+    from models.data import load_mnist
+
+    split = load_mnist(data_dir, train=False, download=False).head(PAYLOAD_DIGITS)
+    return split.images[:, 0].numpy(), split.labels.numpy()
+
+
+def accuracy(server: Server, path: str, pngs: list[bytes], labels: np.ndarray) -> float:
+    """Fraction of the digits a server labels right, sent 64 per request."""
+    right = 0
+    for start in range(0, 640, 64):
+        body = multipart(pngs[start : start + 64], start)
+        r = httpx.post(
+            server.url + path, content=body, headers={"content-type": CONTENT_TYPE}, timeout=120
+        )
+        r.raise_for_status()
+        got = [p["label"] for p in r.json()["predictions"]]
+        right += sum(g == str(y) for g, y in zip(got, labels[start : start + 64], strict=True))
+    return right / 640
+
+
+def _commands(args: argparse.Namespace, workers: int, port: int) -> dict[str, list[str]]:
+    """How each server starts: ours as people run it, the baselines by their own scripts."""
+    naive = [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.naive_server:create_app"]
+    naive += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
     return {
-        **{k: statistics.median(r[k] for r in rows) for k in MEDIANS},
-        "errors": sum(r["errors"] for r in rows),
-        "rounds": len(rows),
-        "accuracy": min(accs) if accs else None,
-        "first_error": errors[0] if errors else None,
+        "ours": service_command(port),
+        "ours-worker": service_command(port),
+        "ours-shared": service_command(port),
+        "naive-1": [*naive, "--workers", "1"],
+        "naive-N": [*naive, "--workers", str(workers)],
+        "litserve": [
+            *(sys.executable, "-m", "benchmarks.litserve_server", "--port", str(port)),
+            *("--model", args.model, "--api-servers", str(workers)),
+            *("--weights-dir", str(args.weights_dir.resolve()), "--device", args.device),
+        ],
     }
 
 
-def agreement(servers: list[Server], path: str, payloads: Path) -> dict[str, Any]:
-    """Every payload digit through each server (64 per request): accuracy, and ours vs naive."""
-    answers = {}
-    for server in servers:
-        answers[server.name] = [
-            p
-            for body, _ in multipart_bodies(payloads, 64)
-            for p in httpx.post(
-                server.url + path, content=body, headers={"content-type": CONTENT_TYPE}, timeout=300
+def start_servers(
+    args: argparse.Namespace, workers: int, logs: Path, stack: ExitStack
+) -> list[Server]:
+    """The servers of ``--servers``, each ready before the first measurement."""
+    base = {"WEIGHTS_DIR": str(args.weights_dir.resolve()), "MODELS": args.model}
+    ours = {**base, "DEVICE": args.device, **dict(kv.split("=", 1) for kv in args.server_env)}
+    env = {
+        "ours": ours,
+        "ours-worker": {**ours, "ENGINE": "worker"},
+        "ours-shared": {**ours, "ENGINE": "shared"},
+        "naive-1": {**base, "DEVICE": args.device},
+        "naive-N": {**base, "DEVICE": args.device},
+        "litserve": base,
+    }
+    servers = []
+    for name in args.servers:
+        port = free_port()
+        ready = "/health/ready" if name.startswith("ours") else "/health"
+        command = _commands(args, workers, port)[name]
+        server = start_server(name, command, env[name], ready, port=port, log=logs / f"{name}.log")
+        stack.callback(server.stop)
+        servers.append(server)
+    return servers
+
+
+def measure(
+    servers: list[Server], args: argparse.Namespace, payloads: dict[int, Path]
+) -> list[dict[str, Any]]:
+    """Every scenario against every server, ``rounds`` times, the server order rotating."""
+    rows = []
+    path = f"/predict/{args.model}"
+    for rnd in range(args.rounds):
+        for sc in SCENARIOS:
+            order = servers[rnd % len(servers) :] + servers[: rnd % len(servers)]
+            for server in order:
+                run_wrk(server.url + path, payloads[sc.images], sc.connections, args.warmup)
+                cpu0 = server.cpu_seconds()
+                r = run_wrk(server.url + path, payloads[sc.images], sc.connections, args.duration)
+                cpu = server.cpu_seconds() - cpu0
+                images = r["req_s"] * r["seconds"] * sc.images
+                rows.append(
+                    {
+                        "round": rnd,
+                        "scenario": sc.name,
+                        "server": server.name,
+                        **r,
+                        "images_s": images / r["seconds"],
+                        "cpu_ms_per_image": 1e3 * cpu / max(images, 1),
+                    }
+                )
+                print(
+                    f"  round {rnd + 1} {sc.name:<6} {server.name:<9} {r['req_s']:9.1f} req/s "
+                    f"p50 {r['p50_ms']:7.2f} ms p99 {r['p99_ms']:7.2f} ms errors {r['errors']}",
+                    flush=True,
+                )
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """Median of rounds per scenario and server."""
+    out = []
+    for sc in SCENARIOS:
+        for name in names:
+            mine = [r for r in rows if r["scenario"] == sc.name and r["server"] == name]
+            out.append(
+                {
+                    "scenario": sc.name,
+                    "server": name,
+                    "connections": sc.connections,
+                    "images": sc.images,
+                    **{
+                        k: statistics.median(r[k] for r in mine)
+                        for k in ("req_s", "images_s", "p50_ms", "p99_ms", "cpu_ms_per_image")
+                    },
+                    "errors": sum(r["errors"] for r in mine),
+                }
             )
-            .raise_for_status()
-            .json()["predictions"]
-        ]
-    labels = [str(y) for y in np.load(payloads)["labels"]]
-    ours, naive = answers["ours"], answers["naive"]
-    return {
-        "images": len(labels),
-        "accuracy": {
-            k: statistics.mean(p["label"] == y for p, y in zip(v, labels, strict=True))
-            for k, v in answers.items()
-        },
-        "same_label": statistics.mean(
-            a["label"] == b["label"] for a, b in zip(ours, naive, strict=True)
-        ),
-        "max_probability_diff": max(
-            abs(x - y)
-            for a, b in zip(ours, naive, strict=True)
-            for x, y in zip(a["probabilities"], b["probabilities"], strict=True)
-        ),
-    }
+    return out
 
 
-def print_table(summary: list[dict[str, Any]]) -> None:
-    """One line per scenario and server."""
+def judge(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The targets, each as a measured value (a ratio or an absolute) and PASS/FAIL."""
+    by = {(s["scenario"], s["server"]): s for s in summary}
+    out = []
+    for scenario, metric, other, bound, higher in TARGETS:
+        if (scenario, "ours") not in by or (other and (scenario, other) not in by):
+            continue
+        value = by[scenario, "ours"][metric]
+        if other:
+            value /= by[scenario, other][metric]
+        name = f"{scenario} {metric} ours" + (f" / {other}" if other else "")
+        ok = value >= bound if higher else value <= bound
+        out.append(
+            {"target": f"{name} {'>=' if higher else '<='} {bound:g}", "value": value, "pass": ok}
+        )
+    errors = sum(s["errors"] for s in summary)
+    out.append({"target": "no errors, any server", "value": errors, "pass": errors == 0})
+    return out
+
+
+def print_table(summary: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
+    """The medians, one line per scenario and server, with ratios to naive-1; the targets."""
+    by = {(s["scenario"], s["server"]): s for s in summary}
     print(
-        f"{'scenario':<8} {'server':<6} {'conc':>4} {'img/req':>7} {'req/s':>8} "
-        f"{'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'label acc':>9} "
-        f"{'srv cpu ms/img':>14} {'load cpu ms/img':>15}"
+        f"\n{'scenario':<8} {'server':<9} {'req/s':>9} {'images/s':>9} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'cpu ms/img':>10} {'errors':>6} {'req/s vs naive-1':>16}"
     )
     for s in summary:
-        acc = "-" if s["accuracy"] is None else f"{s['accuracy']:.4f}"
+        base = by.get((s["scenario"], "naive-1"))
+        ratio = f"{s['req_s'] / base['req_s']:.2f}x" if base else "-"
         print(
-            f"{s['scenario']:<8} {s['server']:<6} {s['concurrency']:>4} {s['images']:>7} "
-            f"{s['req_s']:>8.1f} {s['images_s']:>9.1f} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} "
-            f"{s['errors']:>6} {acc:>9} {s['server_cpu_ms_per_image']:>14.3f} "
-            f"{s['client_cpu_ms_per_image']:>15.3f}"
+            f"{s['scenario']:<8} {s['server']:<9} {s['req_s']:>9.1f} {s['images_s']:>9.0f} "
+            f"{s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['cpu_ms_per_image']:>10.3f} "
+            f"{s['errors']:>6} {ratio:>16}"
         )
-        if s["first_error"]:
-            print(f"    first error: {s['first_error']}")
-
-
-def judge(
-    summary: list[dict[str, Any]], scenarios: list[Scenario], agree: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Ratios ours/naive and the issue's CPU targets (stated for lenet on a 2-core CPU)."""
-    by = {(s["scenario"], s["server"]): s for s in summary}
-    c1, c32, big = (sc.name for sc in scenarios)
-    checks = [
-        (
-            f"{c32}: req/s ours/naive >= 3x",
-            by[c32, "ours"]["req_s"] / by[c32, "naive"]["req_s"],
-            ">=",
-            3.0,
-        ),
-        (
-            f"{c1}: p50 ours/naive <= 1.2x",
-            by[c1, "ours"]["p50_ms"] / by[c1, "naive"]["p50_ms"],
-            "<=",
-            1.2,
-        ),
-        (f"{big}: images/s ours >= 10,000", by[big, "ours"]["images_s"], ">=", 10_000.0),
-        (
-            f"{big}: images/s ours/naive (info)",
-            by[big, "ours"]["images_s"] / by[big, "naive"]["images_s"],
-            "",
-            0.0,
-        ),
-        ("no errors, both servers", float(sum(s["errors"] for s in summary)), "<=", 0.0),
-        ("same labels as naive (fraction of digits)", agree["same_label"], ">=", 1.0),
-    ]
-    return [
-        {
-            "target": name,
-            "value": v,
-            "pass": None if not op else (v >= bound if op == ">=" else v <= bound),
-        }
-        for name, v, op, bound in checks
-    ]
-
-
-def cpu_main(args: argparse.Namespace, tmp: Path, payloads: Path) -> dict[str, Any]:
-    """Both servers up at once; each scenario against each, interleaved, for ``rounds``."""
-    env = {
-        "WEIGHTS_DIR": str(args.weights_dir.resolve()),
-        "MODELS": args.model,
-        "DEVICE": args.device,
-        **extra_env(args),
-    }
-    scenarios = [
-        Scenario("c1", 1, 1),
-        Scenario("c32", 32, 1),
-        Scenario("batch64", args.batch_concurrency, 64),
-    ]
-    rows: list[dict[str, Any]] = []
-    with ExitStack() as stack:
-        servers = []
-        for name, target, ready in (
-            ("ours", ["app.main:app"], "/health/ready"),
-            ("naive", ["--factory", "benchmarks.naive_server:create_app"], "/health"),
-        ):
-            servers.append(start_server(name, target, env, ready, tmp))
-            stack.callback(servers[-1].stop)
-        agree = agreement(servers, f"/predict/{args.model}", payloads)
-        accs = ", ".join(f"{k} {v:.4f}" for k, v in agree["accuracy"].items())
-        print(
-            f"  {agree['images']} MNIST test digits through both: accuracy {accs}; same label "
-            f"{agree['same_label']:.2%}, max |prob diff| {agree['max_probability_diff']:.2g}"
-        )
-        for rnd in range(args.rounds):
-            for sc in scenarios:
-                for server in servers if rnd % 2 == 0 else servers[::-1]:
-                    r = run_load(server, f"/predict/{args.model}", payloads, sc, args)
-                    rows.append({"round": rnd, "scenario": sc.name, "server": server.name, **r})
-                    print(
-                        f"  round {rnd + 1} {sc.name:<8} {server.name:<6} {r['req_s']:8.1f} req/s"
-                        f" {r['images_s']:9.1f} img/s p50 {r['p50_ms']:7.2f} ms",
-                        flush=True,
-                    )
-    summary = [
-        {
-            "scenario": sc.name,
-            "server": name,
-            "concurrency": sc.concurrency,
-            "images": sc.images,
-            **median_row([r for r in rows if r["scenario"] == sc.name and r["server"] == name]),
-        }
-        for sc in scenarios
-        for name in ("ours", "naive")
-    ]
-    print(
-        f"\n{args.model} on {args.device}, median of {args.rounds} rounds of {args.duration} s "
-        f"(after {args.warmup} s warm-up each), {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.2f}, client {args.client}"
-    )
-    print_table(summary)
-    targets = judge(summary, scenarios, agree)
+    print()
     for t in targets:
-        verdict = "" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
-        print(f"  {t['target']:<42} {t['value']:>10.2f}  {verdict}")
-    print(NOTE)
+        print(f"  {t['target']:<42} {t['value']:>10.2f}  {'PASS' if t['pass'] else 'FAIL'}")
+
+
+def cpu_main(args: argparse.Namespace) -> dict[str, Any]:
+    """All servers up, accuracy checked, every scenario measured; returns the results."""
+    ensure_wrk()
+    digits, labels = load_digits(args.data_dir)
+    pngs = digit_pngs(digits)
+    env = {"DEVICE": args.device, **dict(kv.split("=", 1) for kv in args.server_env)}
+    layout = plan(Settings(**{k.lower(): v for k, v in env.items()}))  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        payloads = {n: write_payloads(pngs, n, Path(tmp) / f"x{n}") for n in (1, 64)}
+        servers = start_servers(args, layout.workers, Path(tmp), stack)
+        accuracies = {s.name: accuracy(s, f"/predict/{args.model}", pngs, labels) for s in servers}
+        print(
+            "  accuracy on 640 MNIST test digits: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items())
+        )
+        rows = measure(servers, args, payloads)
+    summary = summarise(rows, [s.name for s in servers])
+    targets = judge(summary)
+    print(
+        f"\n{args.model} on {args.device}, {usable_cores()} cores, ours: {layout.workers} "
+        f"worker(s), engine {layout.engine}, {layout.torch_threads} torch thread(s); median of "
+        f"{args.rounds} rounds of {args.duration} s (after {args.warmup} s warm-up each); load "
+        f"average {os.getloadavg()[0]:.2f}"
+    )
+    print_table(summary, targets)
     return {
+        "layout": layout.__dict__,
+        "cores": usable_cores(),
+        "accuracy": accuracies,
         "rows": rows,
         "summary": summary,
         "targets": targets,
-        "agreement": agree,
-        "server_env": env,
+        "command": " ".join(["python -m benchmarks.serve_bench", *sys.argv[1:]]),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, in CPU mode or (``--gpu``) GPU mode."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Run the benchmark in CPU mode or (``--gpu``) GPU mode and write its JSON."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="lenet")
-    p.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
-    p.add_argument("--warmup", type=float, default=2.0, help="seconds of load before each")
+    p.add_argument("--duration", type=int, default=8, help="seconds per measurement")
+    p.add_argument("--warmup", type=int, default=2, help="seconds of load before each")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--device", default="cpu", help="DEVICE for the servers (cpu, cuda, cuda:N)")
-    p.add_argument(
-        "--batch-concurrency",
-        type=int,
-        default=4,
-        help="clients in the 64-images-per-request scenario",
-    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--servers", default="ours,naive-1,naive-N,litserve")
     p.add_argument("--weights-dir", type=Path, default=ROOT / "weights")
     p.add_argument(
         "--data-dir",
@@ -244,53 +278,25 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra environment for our service, e.g. MAX_BATCH_DELAY_MS=1",
+        help="settings for our service, e.g. ENGINE=shared or WORKERS=4",
     )
-    p.add_argument(
-        "--gpu",
-        action="store_true",
-        help="GPU mode: service vs bare model for --gpu-models (see serve_gpu)",
-    )
+    p.add_argument("--gpu", action="store_true", help="GPU mode (benchmarks/serve_gpu.py)")
     p.add_argument("--gpu-models", default="alexnet,vgg16")
-    p.add_argument("--gpu-concurrency", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=64, help="GPU mode: MAX_BATCH_SIZE")
-    p.add_argument(
-        "--dtype",
-        default="bfloat16",
-        choices=("bfloat16", "float16", "float32"),
-        help="GPU mode: DTYPE",
-    )
-    p.add_argument(
-        "--client",
-        choices=("raw", "httpx"),
-        default="raw",
-        help="load client (httpx costs the shared CPU ~30x more per request)",
-    )
-    p.add_argument("--json", type=Path, help="write the results here")
-    args = p.parse_args(argv)
-    load_at_start = os.getloadavg()  # other work on the host skews every number: record it
-    with tempfile.TemporaryDirectory(prefix="serve_bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        payloads = tmp / "payloads.npz"
-        real = write_payloads(payloads, args.data_dir)
-        if args.gpu:
-            from benchmarks.serve_gpu import gpu_main  # GPU mode only: it loads the service code
+    p.add_argument("--gpu-device", default="cuda")
+    p.add_argument("--gpu-connections", type=int, default=32, help="GPU mode: wrk connections")
+    p.add_argument("--batch-size", type=int, default=256, help="GPU mode: MAX_BATCH_SIZE")
+    p.add_argument("--dtype", default="bfloat16", help="GPU mode: DTYPE")
+    p.add_argument("--json", type=Path, help="write every measurement here")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    args.servers = args.servers.split(",")
+    if args.gpu:
+        from benchmarks.serve_gpu import gpu_main
 
-            result = gpu_main(args, tmp, payloads)
-        else:
-            if not real:
-                raise SystemExit(f"MNIST not found under {args.data_dir}: pass --data-dir")
-            result = cpu_main(args, tmp, payloads)
+        result = gpu_main(args)
+    else:
+        result = cpu_main(args)
     if args.json:
-        meta = {
-            "command": [sys.executable, "-m", "benchmarks.serve_bench", *argv],
-            "cpus": os.cpu_count(),
-            "load_average_at_start": load_at_start,
-            "load_average_at_end": os.getloadavg(),
-            "uvicorn_flags": UVICORN_FLAGS,
-            "note": NOTE,
-        }
-        args.json.write_text(json.dumps({**meta, **result}, indent=2))
+        args.json.write_text(json.dumps(result, indent=1))
     return 0
 
 

@@ -14,9 +14,16 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from models.registry import InputSpec, get_input_spec, get_model, list_models
+from models.transforms import ModelInputTransform
 
 FORMAT_VERSION = "1"
 DIGIT_LABELS = [str(d) for d in range(10)]
+WEIGHTS_DIR = Path("weights")
+
+
+def checkpoint_path(name: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
+    """Where model ``name``'s checkpoint lives: ``<weights_dir>/<name>.safetensors``."""
+    return Path(weights_dir) / f"{name}.safetensors"
 
 
 class CheckpointError(ValueError):
@@ -95,6 +102,11 @@ class LoadedCheckpoint:
     meta: CheckpointMeta
     path: Path
     file_sha256: str
+
+    @property
+    def transform(self) -> ModelInputTransform:
+        """The model-input transform this checkpoint was trained with (shape, mean, std)."""
+        return ModelInputTransform(self.meta.input_spec, self.meta.mean, self.meta.std)
 
 
 def tensors_digest(tensors: Mapping[str, Tensor]) -> str:

@@ -103,11 +103,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: print one JSON object of test-set metrics."""
-    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     args = parse_args(argv)
-    weights = args.weights or Path("weights") / f"{args.model}.safetensors"
+    weights = args.weights or checkpoint_path(args.model)
     try:
         ckpt = load_checkpoint(weights, expect_architecture=args.model)
         test = load_mnist(args.data_dir, train=False, download=not args.no_download)
@@ -116,11 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = resolve_device(args.device)
     model = ckpt.model.to(device)
-    transform = ModelInputTransform(ckpt.meta.input_spec, ckpt.meta.mean, ckpt.meta.std)
     result = evaluate(
         model,
         test.head(args.limit).to(device),
-        transform,
+        ckpt.transform,
         batch_size=args.batch_size,
         num_classes=len(ckpt.meta.labels),
     )

@@ -6,6 +6,13 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def inference_dtype(device: torch.device, name: str) -> torch.dtype:
+    """The dtype a model serves in: ``name`` (float32, bfloat16, float16) on CUDA; CPU: float32."""
+    return INFERENCE_DTYPES[name] if device.type == "cuda" else torch.float32
+
 
 def resolve_device(name: str) -> torch.device:
     """'auto' -> the first CUDA device when there is one, else the CPU; refuse absent CUDA."""

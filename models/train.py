@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from models.checkpoint import DIGIT_LABELS, CheckpointMeta, save_checkpoint
+from models.checkpoint import DIGIT_LABELS, CheckpointMeta, checkpoint_path, save_checkpoint
 from models.data import MnistNotFoundError, MnistSplit, fingerprint, load_mnist, random_affine
 from models.evaluate import EvalResult, evaluate
 from models.plots import plot_history
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=max(epochs * steps, 1)
     )
-    out = args.out or Path("weights") / f"{args.model}.safetensors"
+    out = args.out or checkpoint_path(args.model)
     log_path, plot_path = out.with_suffix(".log.json"), out.with_suffix(".accuracy.png")
     log.info(
         "training %s on %s x%d (amp=%s) for %d epochs, batch %d, lr %g, %d images",

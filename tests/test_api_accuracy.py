@@ -8,7 +8,6 @@ from app.main import create_app
 from models.checkpoint import load_checkpoint
 from models.data import MnistSplit
 from models.evaluate import evaluate
-from models.transforms import ModelInputTransform
 from tests.helpers import WEIGHTS, png, settings
 
 
@@ -16,7 +15,7 @@ from tests.helpers import WEIGHTS, png, settings
 @pytest.mark.parametrize("name", ["lenet", "mnist_cnn"])
 def test_api_accuracy_equals_the_models_own(name: str, mnist_test: MnistSplit) -> None:
     ckpt = load_checkpoint(WEIGHTS / f"{name}.safetensors")
-    direct = evaluate(ckpt.model, mnist_test, ModelInputTransform(ckpt.meta.input_spec))
+    direct = evaluate(ckpt.model, mnist_test, ckpt.transform)
     assert direct.accuracy == ckpt.meta.test_accuracy
     labels = mnist_test.labels.tolist()
     predicted: list[int] = []
@@ -30,5 +29,5 @@ def test_api_accuracy_equals_the_models_own(name: str, mnist_test: MnistSplit) -
             assert r.status_code == 200, r.text
             predicted += [int(p["label"]) for p in r.json()["predictions"]]
     api_accuracy = sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
-    assert abs(api_accuracy - direct.accuracy) <= 0.001, (api_accuracy, direct.accuracy)
+    assert api_accuracy == direct.accuracy, (api_accuracy, direct.accuracy)
     assert torch.tensor(predicted).bincount(minlength=10).min() > 800  # no collapsed class

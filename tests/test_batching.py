@@ -1,4 +1,5 @@
-"""DynamicBatcher: order, batching under load, no wait when idle, bounds, faults, draining."""
+"""DynamicBatcher: FIFO order, batching under load, no wait when idle, bounds, faults, draining,
+and the two-deep pipeline of a model call that returns a Pending."""
 
 import asyncio
 import threading
@@ -8,7 +9,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from app.batching import BatcherClosedError, BatchStats, DynamicBatcher, QueueFullError
+from app.engine.api import EngineClosedError, QueueFullError
+from app.engine.batching import BatchStats, DynamicBatcher, ModelThread
 
 
 class Recorder:
@@ -77,8 +79,80 @@ async def test_big_requests_are_split_and_reassembled() -> None:
     b = _batcher(fn, max_batch_size=4)
     out = await b.submit(_x(10))
     assert torch.equal(out, _x(10) * 2)
-    assert all(s <= 4 for s in fn.sizes) and sum(fn.sizes) == 10
+    assert fn.sizes == [4, 4, 2]
     await b.stop()
+
+
+async def test_queue_is_first_in_first_out_under_load() -> None:
+    # The model is busy with the first request while 30 more queue up, of 1 to 3 images each;
+    # every batch must take rows in arrival order, splitting a request across two batches
+    # rather than letting a later one overtake it.
+    seen: list[float] = []
+
+    def record(x: Tensor) -> Tensor:
+        time.sleep(0.002)
+        seen.extend(x[:, 0].tolist())
+        return x * 2
+
+    b = _batcher(record, max_batch_size=5, max_delay_s=0.05, max_queue=200)  # type: ignore[arg-type]
+    sizes = [1 + (i * 7) % 3 for i in range(31)]
+    starts = [sum(sizes[:i]) for i in range(31)]
+    tasks = []
+    for n, start in zip(sizes, starts, strict=True):
+        tasks.append(asyncio.create_task(b.submit(_x(n, start))))
+        await asyncio.sleep(0)  # each request is queued before the next one arrives
+    outs = await asyncio.gather(*tasks)
+    assert seen == [float(i) for i in range(sum(sizes))]
+    for out, n, start in zip(outs, sizes, starts, strict=True):
+        assert torch.equal(out, _x(n, start) * 2)
+    await b.stop()
+
+
+class Deferred:
+    """A model call that launches now and finishes later, like a CUDA batch."""
+
+    def __init__(self) -> None:
+        self.launched: list[int] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, x: Tensor) -> "Deferred.Pending":
+        with self.lock:
+            self.launched.append(int(x.shape[0]))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return Deferred.Pending(self, x)
+
+    class Pending:
+        def __init__(self, owner: "Deferred", x: Tensor) -> None:
+            self.owner, self.x = owner, x
+
+        def wait(self) -> Tensor:
+            time.sleep(0.02)
+            with self.owner.lock:
+                self.owner.in_flight -= 1
+            return self.x * 2
+
+
+async def test_pending_batches_overlap_two_deep_and_keep_order() -> None:
+    fn = Deferred()
+    b = _batcher(fn, max_batch_size=2, depth=2)  # type: ignore[arg-type]
+    outs = await asyncio.gather(*(b.submit(_x(1, i)) for i in range(12)))
+    assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(12)]
+    assert fn.max_in_flight == 2  # the next batch launched while one was being waited for
+    await b.stop()
+
+
+async def test_batchers_can_share_one_model_thread() -> None:
+    thread = ModelThread("shared")
+    fa, fb = Recorder(), Recorder()
+    a, b = _batcher(fa, thread=thread), _batcher(fb, thread=thread)
+    await asyncio.gather(a.submit(_x(2)), b.submit(_x(3)))
+    assert fa.threads == fb.threads == {"shared"}
+    await a.stop()
+    await b.stop()
+    thread.stop()
 
 
 async def test_full_queue_refuses_then_recovers() -> None:
@@ -132,7 +206,7 @@ async def test_stop_finishes_accepted_work_and_refuses_new() -> None:
     await asyncio.sleep(0)
     await b.stop()
     assert [float(t.result()[0, 0]) for t in tasks] == [2.0 * i for i in range(6)]
-    with pytest.raises(BatcherClosedError):
+    with pytest.raises(EngineClosedError):
         await b.submit(_x(1))
 
 
@@ -144,7 +218,9 @@ async def test_batch_stats_reach_the_observer() -> None:
     await b.stop()
 
 
-@pytest.mark.parametrize("kw", [{"max_batch_size": 0}, {"max_delay_s": -1}, {"max_queue": 0}])
+@pytest.mark.parametrize(
+    "kw", [{"max_batch_size": 0}, {"max_delay_s": -1}, {"max_queue": 0}, {"depth": 0}]
+)
 def test_parameters_are_validated(kw: dict[str, float]) -> None:
     args: dict[str, object] = dict(name="t", max_batch_size=8, max_delay_s=0.01, max_queue=64)
     args.update(kw)

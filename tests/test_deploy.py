@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+import app.__main__ as launcher
 from app.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,10 +77,10 @@ def test_dockerfile_runs_as_numeric_non_root_user() -> None:
 def test_dockerfile_serves_on_8000_with_graceful_shutdown_and_healthcheck() -> None:
     assert instruction_args("EXPOSE") == ["8000"]
     cmd = json.loads(instruction_args("CMD")[-1])
-    assert cmd[:4] == ["python3", "-m", "uvicorn", "app.main:app"]
-    flags = dict(zip(cmd[4::2], cmd[5::2], strict=True))
-    assert flags == {"--host": "0.0.0.0", "--port": "8000",
-                     "--timeout-graceful-shutdown": str(GRACEFUL_SHUTDOWN_S)}
+    assert cmd[:3] == ["python3", "-m", "app"]
+    flags = dict(zip(cmd[3::2], cmd[4::2], strict=True))
+    assert flags == {"--host": "0.0.0.0", "--port": "8000"}
+    assert launcher.GRACEFUL_SHUTDOWN_S == GRACEFUL_SHUTDOWN_S
     assert "http://127.0.0.1:8000/health/ready" in dockerfile_healthcheck_code()
     assert "WEIGHTS_DIR=/app/weights" in " ".join(instruction_args("ENV"))
 
@@ -225,6 +226,7 @@ def test_api_service(gpu_config: dict[str, Any]) -> None:
     assert api["environment"]["WEIGHTS_DIR"] == "/app/weights"
     assert api["environment"]["DEVICE"] == "cuda"
     assert api["restart"] == "unless-stopped"
+    assert int(api["shm_size"]) >= 64 * 1024 * 1024  # the workers' slabs for the model owner
     assert seconds(api["stop_grace_period"]) > GRACEFUL_SHUTDOWN_S
     assert api["healthcheck"]["test"] == ["CMD", "python3", "-c", dockerfile_healthcheck_code()]
 

@@ -1,4 +1,5 @@
-"""End to end against a real uvicorn process: concurrency, batching, graceful shutdown."""
+"""End to end against ``python -m app``, in both layouts (a model copy per worker, and the shared
+model owner): concurrency, batching across workers, graceful shutdown."""
 
 import asyncio
 import signal
@@ -9,17 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from app.preprocess import preprocess
+from app.frontend.preprocess import preprocess
 from models.checkpoint import load_checkpoint
 from models.data import MnistSplit
-from models.transforms import ModelInputTransform
 from tests.helpers import WEIGHTS, png
-from tests.server import GRACEFUL, Server, start_server, stop_server
+from tests.server import GRACEFUL, Server, start_service, stop_server
+
+ENGINES = ["worker", "shared"]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    s = start_server(MODELS="lenet", MAX_BATCH_SIZE="64")
+@pytest.fixture(scope="module", params=ENGINES)
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    s = start_service(MODELS="lenet", MAX_BATCH_SIZE="64", ENGINE=request.param, WORKERS="2")
     yield s
     assert stop_server(s) in GRACEFUL
 
@@ -28,9 +30,8 @@ def expected_labels(images: list[bytes]) -> list[int]:
     """What lenet says when called directly on the same preprocessed digits."""
     ckpt = load_checkpoint(WEIGHTS / "lenet.safetensors")
     x = torch.from_numpy(np.stack([preprocess(b) for b in images]))[:, None]
-    t = ModelInputTransform(ckpt.meta.input_spec, ckpt.meta.mean, ckpt.meta.std)
     with torch.inference_mode():
-        return ckpt.model(t(x)).argmax(1).tolist()  # type: ignore[no-any-return]
+        return ckpt.model(ckpt.transform(x)).argmax(1).tolist()  # type: ignore[no-any-return]
 
 
 async def _post_all(url: str, images: list[bytes], concurrency: int) -> list[httpx.Response]:
@@ -72,8 +73,9 @@ def test_200_concurrent_requests_all_answered_correctly_in_batches(
     assert batches < 200 and batches - singles > 0  # some model calls carried several images
 
 
-def test_sigterm_lets_accepted_requests_finish(mnist_test: MnistSplit) -> None:
-    s = start_server(MODELS="lenet", MAX_BATCH_SIZE="16")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sigterm_lets_accepted_requests_finish(mnist_test: MnistSplit, engine: str) -> None:
+    s = start_service(MODELS="lenet", MAX_BATCH_SIZE="16", ENGINE=engine, WORKERS="2")
     body = [
         ("files", (f"{i}.png", png(mnist_test.images[i, 0].numpy()), "image/png"))
         for i in range(64)

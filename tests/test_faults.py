@@ -13,8 +13,9 @@ import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+import app.engine.host
+from app.engine.predictor import Predictor
 from app.main import create_app
-from app.serving import Predictor
 from models.checkpoint import load_checkpoint
 from models.data import MnistSplit
 from tests.helpers import WEIGHTS, png, settings
@@ -33,9 +34,13 @@ async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield c
 
 
+def _batcher(app: FastAPI, name: str) -> object:
+    return app.state.zoo.engine.host.hosted[name].batcher
+
+
 def _wrap_model(app: FastAPI, name: str, wrap: Callable[[Callable], Callable]) -> None:
-    batcher = app.state.zoo.models[name].batcher
-    batcher.fn = wrap(batcher.fn)
+    batcher = _batcher(app, name)
+    batcher.fn = wrap(batcher.fn)  # type: ignore[attr-defined]
 
 
 async def test_slow_inference_times_out_with_504(seven: bytes) -> None:
@@ -54,7 +59,7 @@ async def test_slow_inference_times_out_with_504(seven: bytes) -> None:
 async def test_flood_gets_503_with_retry_after_then_recovers(seven: bytes) -> None:
     app = create_app(settings(models=("lenet",), max_queue=4, max_files=4, max_batch_size=2))
     async with _client(app) as c:
-        original = app.state.zoo.models["lenet"].batcher.fn
+        original = _batcher(app, "lenet").fn  # type: ignore[attr-defined]
         _wrap_model(app, "lenet", lambda fn: lambda x: (time.sleep(0.02), fn(x))[1])
         rs = await asyncio.gather(
             *(c.post("/predict/lenet", files={"files": seven}) for _ in range(40))
@@ -67,7 +72,7 @@ async def test_flood_gets_503_with_retry_after_then_recovers(seven: bytes) -> No
                 assert r.json()["type"] == "/problems/queue-full"
             else:
                 assert r.json()["predictions"][0]["label"] == "7"
-        app.state.zoo.models["lenet"].batcher.fn = original
+        _batcher(app, "lenet").fn = original  # type: ignore[attr-defined]
         again = await asyncio.gather(
             *(c.post("/predict/lenet", files={"files": seven}) for _ in range(4))
         )
@@ -98,11 +103,10 @@ async def test_a_model_that_raises_fails_only_its_batch(seven: bytes) -> None:
 
 
 def test_out_of_memory_splits_the_batch() -> None:
-    predictor = Predictor(
-        load_checkpoint(WEIGHTS / "lenet.safetensors"), torch.device("cpu"), torch.float32
-    )
+    ckpt = load_checkpoint(WEIGHTS / "lenet.safetensors")
+    predictor = Predictor(ckpt, torch.device("cpu"), torch.float32, 64)
     sizes: list[int] = []
-    forward = predictor._forward
+    forward = predictor.probabilities
 
     def limited(x: torch.Tensor) -> torch.Tensor:
         sizes.append(int(x.shape[0]))
@@ -110,8 +114,8 @@ def test_out_of_memory_splits_the_batch() -> None:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return forward(x)
 
-    predictor._forward = limited  # type: ignore[method-assign]
-    x = torch.rand(16, 1, 28, 28)
+    predictor.probabilities = limited  # type: ignore[method-assign]
+    x = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)
     out = predictor(x)
     assert out.shape == (16, 10)
     assert torch.allclose(out, forward(x), atol=1e-6)
@@ -120,9 +124,31 @@ def test_out_of_memory_splits_the_batch() -> None:
     def always_oom(x: torch.Tensor) -> torch.Tensor:
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    predictor._forward = always_oom  # type: ignore[method-assign]
+    predictor.probabilities = always_oom  # type: ignore[method-assign]
     with pytest.raises(torch.OutOfMemoryError):  # a single image cannot be split further
-        predictor(torch.rand(1, 1, 28, 28))
+        predictor(x[:1])
+
+
+def test_a_model_that_fails_to_start_keeps_readiness_down(
+    monkeypatch: pytest.MonkeyPatch, seven: bytes
+) -> None:
+    class BrokenOnThisDevice(Predictor):
+        def __init__(self, ckpt: object, *args: object) -> None:
+            if ckpt.meta.architecture == "lenet":  # type: ignore[attr-defined]
+                raise RuntimeError("CUDA error: no kernel image is available for execution")
+            super().__init__(ckpt, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(app.engine.host, "Predictor", BrokenOnThisDevice)
+    with TestClient(create_app(settings(models=("lenet", "mnist_cnn")))) as c:
+        ready = c.get("/health/ready")
+        # lenet has a valid checkpoint but could not start: not ready, though mnist_cnn serves.
+        assert ready.status_code == 503
+        assert ready.json() == {"ready": False, "models": {"lenet": "failed", "mnist_cnn": "ready"}}
+        info = c.get("/models/lenet").json()
+        assert info["status"] == "failed" and "no kernel image" in info["reason"]
+        assert c.post("/predict/lenet", files={"files": seven}).status_code == 503
+        r = c.post("/predict/mnist_cnn", files={"files": seven})
+        assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "7"
 
 
 def test_checkpoint_changed_on_disk_is_refused_while_others_serve(

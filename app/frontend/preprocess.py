@@ -1,6 +1,11 @@
-"""Uploaded bytes -> decoded image -> MNIST-style 28x28 digit (white ink on black, COM-centred)."""
+"""Uploaded bytes -> decoded image -> MNIST-style 28x28 digit (white ink on black, COM-centred).
+
+This is the reference pipeline, one image at a time; app/frontend/digits.py runs the common
+case (small greyscale digits) vectorised over a request's images with identical results.
+"""
 
 import math
+import struct
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
@@ -8,6 +13,7 @@ from io import BytesIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEFAULT_FORMATS: frozenset[str] = frozenset({"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"})
 
 FRAME, BOX = 28, 20  # MNIST: a 28x28 frame holding a digit that fits 20x20, aspect ratio kept
@@ -57,10 +63,27 @@ def _blank() -> ImageRejected:
     return ImageRejected("no digit found: the image is blank")
 
 
+def check_pixels(width: int, height: int, limits: ImageLimits) -> None:
+    """413 for an image whose header declares more than ``limits.max_pixels`` pixels."""
+    if width * height > limits.max_pixels:
+        declared = f"image declares {width}x{height} = {width * height:,} pixels"
+        raise ImageRejected(f"{declared}; the limit is {limits.max_pixels:,}", 413)
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR, or None when ``data`` is no PNG."""
+    if data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    width, height = struct.unpack_from(">II", data, 16)
+    return width, height
+
+
 def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
     """Decode bytes with Pillow from the allow-list; first frame; EXIF orientation applied."""
     if not data:
         raise ImageRejected("empty upload: the file has 0 bytes")
+    if (size := png_size(data)) is not None:  # before Pillow's own, coarser, bomb guard
+        check_pixels(*size, limits)
     allowed = ", ".join(sorted(limits.allowed_formats))
     try:
         img: Image.Image = Image.open(BytesIO(data))  # lazy: reads the header only
@@ -76,10 +99,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     fmt = img.format or "unknown"
     if fmt not in limits.allowed_formats:
         raise ImageRejected(f"format {fmt} not allowed (allowed formats: {allowed})")
-    width, height = img.size
-    if width * height > limits.max_pixels:
-        declared = f"image declares {width}x{height} = {width * height:,} pixels"
-        raise ImageRejected(f"{declared}; the limit is {limits.max_pixels:,}", 413)
+    check_pixels(*img.size, limits)
     try:
         img.load()  # multi-frame files (GIF, WebP, TIFF) open positioned on frame 0
     except Exception as exc:  # truncated / corrupt data surfaces as OSError, SyntaxError, ...
@@ -134,7 +154,7 @@ def _page_behind_strokes(lum: np.ndarray, alpha: np.ndarray, mean: float) -> boo
     return mean <= 0.5
 
 
-def _luminance(img: Image.Image) -> np.ndarray:
+def luminance(img: Image.Image) -> np.ndarray:
     """Any Pillow mode -> float32 luminance in [0, 1], alpha composited, at most WORK_MAX_SIDE."""
     mode = img.mode
     if mode in _ALPHA_MODES or (mode in _KEYED_MODES and img.has_transparency_data):
@@ -169,6 +189,10 @@ def _quantile(a: np.ndarray, q: float) -> float:
 def _ink(gray: np.ndarray) -> np.ndarray:
     """Luminance -> ink map: white ink on black, background 0, noise suppressed, ink peak 1."""
     border = np.concatenate(_edges(gray))
+    if min(gray.shape) < PLANE_MIN_SIDE and not border.any() and gray.max() >= FULL_SCALE:
+        # Already white full-range ink on a black page (MNIST): every step below would leave
+        # it as it is (paper 0, not inverted, no noise, no stretch), so skip them.
+        return gray
     paper = _quantile(border, 0.5)
     # Polarity: ink lies on the side of the paper whose 1%/99% tail is farther away; when the
     # tails are alike (thin strokes under 1% of pixels, or only noise) the mean decides.
@@ -212,12 +236,17 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     return _despeckle(ink) if sigma > 0 else ink
 
 
+def _span(mask: np.ndarray) -> tuple[int, int]:
+    """First True, and one past the last True, of a boolean vector; blank when none is."""
+    first = int(mask.argmax())
+    if not mask[first]:
+        raise _blank()
+    return first, mask.size - int(mask[::-1].argmax())
+
+
 def _extent(rows: np.ndarray, cols: np.ndarray) -> tuple[int, int, int, int]:
     """Bounding box of the True entries of row / column profiles."""
-    ys, xs = np.flatnonzero(rows), np.flatnonzero(cols)
-    if ys.size == 0:
-        raise _blank()
-    return int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    return *_span(rows), *_span(cols)
 
 
 def _despeckle(ink: np.ndarray) -> np.ndarray:
@@ -308,9 +337,14 @@ def _centre(digit: np.ndarray) -> np.ndarray:
     return out
 
 
+def digit_from_gray(gray: np.ndarray) -> np.ndarray:
+    """Luminance (float32 in [0, 1]) -> float32 28x28 digit, white ink on black, MNIST-style."""
+    return _centre(_fit_box(*_crop(_ink(gray))))
+
+
 def to_mnist_digit(img: Image.Image) -> np.ndarray:
     """Any decoded image -> float32 28x28 array in [0, 1], white ink on black, MNIST-normalised."""
-    return _centre(_fit_box(*_crop(_ink(_luminance(img)))))
+    return digit_from_gray(luminance(img))
 
 
 def preprocess(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray:

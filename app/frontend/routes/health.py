@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.routes.deps import MetricsDep, ZooDep
+from app.catalog import Loaded
+from app.frontend.routes.deps import MetricsDep, ZooDep
 from app.schemas import Liveness, Readiness
 
 router = APIRouter(tags=["health"])
@@ -25,7 +26,8 @@ async def live() -> Liveness:
 async def ready(zoo: ZooDep) -> JSONResponse:
     """200 when every model with a valid checkpoint is loaded and warmed, else 503."""
     body = Readiness(
-        ready=zoo.ready, models={n: "ready" if m.ready else m.status for n, m in zoo.models.items()}
+        ready=zoo.ready,
+        models={n: "ready" if isinstance(m, Loaded) else m.status for n, m in zoo.models.items()},
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
@@ -43,4 +45,4 @@ async def ready(zoo: ZooDep) -> JSONResponse:
 )
 async def metrics(m: MetricsDep) -> Response:
     """Requests and images by model and status, latency, queue wait, inference, batch sizes."""
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.config import Settings
+from app.frontend.zoo import Zoo
 from app.metrics import Metrics
-from app.zoo import Zoo
 
 
 async def _zoo(request: Request) -> Zoo:

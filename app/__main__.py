@@ -1,0 +1,120 @@
+"""``python -m app`` (or ``zoo-serve``): run the service with every core of this machine.
+
+1. Resolve the layout (app/layout.py): device, where models run, how many frontend workers.
+2. In the ``shared`` layout, start the model owner and wait until its models are loaded.
+3. Run uvicorn with that many worker processes sharing the port; every worker connects to the
+   model owner (or, in the ``worker`` layout, loads its own copy of the models).
+4. On SIGTERM or Ctrl-C, uvicorn drains the workers (each finishes what it accepted), then the
+   model owner finishes and exits. If the model owner dies, the service shuts down with an
+   error, so that Docker or Kubernetes restarts it whole.
+"""
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from app.config import Settings
+from app.engine.wire import shm_dir
+from app.layout import MULTIPROCESS_ENV, Layout, plan
+
+if TYPE_CHECKING:
+    from app.engine.owner import OwnerProcess
+
+log = logging.getLogger("app")
+GRACEFUL_SHUTDOWN_S = 30
+
+
+def _watch(owner: "OwnerProcess", stopping: threading.Event, failed: threading.Event) -> None:
+    """If the model owner exits before we stop it, stop the whole service."""
+    owner.process.join()
+    if not stopping.is_set():
+        log.error("the model owner exited (code %s); stopping", owner.process.exitcode)
+        failed.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def serve(layout: Layout, host: str, port: int, run_dir: Path) -> int:
+    """Start the model owner if the layout has one, then uvicorn's workers; 1 if it failed."""
+    os.environ.update(layout.environment())
+    metrics_dir = run_dir / "metrics"
+    metrics_dir.mkdir()
+    # Set before any process of the service imports prometheus_client (this one has not).
+    os.environ[MULTIPROCESS_ENV] = str(metrics_dir)
+    settings = Settings()  # as every worker will read it: with the layout resolved
+    stopping, failed = threading.Event(), threading.Event()
+    owner = None
+    if layout.engine == "shared":
+        from app.engine.owner import OwnerProcess
+
+        owner = OwnerProcess.start(settings, run_dir)
+        os.environ["ENGINE_SOCKET"] = str(owner.socket)
+        threading.Thread(target=_watch, args=(owner, stopping, failed), daemon=True).start()
+    log.info(
+        "serving on %s:%d: %d worker(s), models %s on %s",
+        host,
+        port,
+        layout.workers,
+        "in a shared model owner" if owner else "in each worker",
+        layout.device,
+    )
+    try:
+        uvicorn.run(  # workers > 1: uvicorn's supervisor starts and watches them
+            "app.main:app",
+            host=host,
+            port=port,
+            workers=layout.workers,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            access_log=False,
+            log_level="info",
+        )
+    finally:
+        stopping.set()
+        if owner is not None:
+            owner.stop()
+    return 1 if failed.is_set() else 0
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT reached the launcher after uvicorn had drained its workers."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, lay the service out, serve until stopped."""
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    parser.add_argument("--host", help="address to listen on (default: HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: PORT or 8000)")
+    parser.add_argument("--workers", type=int, help="frontend worker processes (default: WORKERS)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings()
+    if args.workers is not None:
+        settings = settings.model_copy(update={"workers": args.workers})
+    layout = plan(settings)
+    run_dir = Path(tempfile.mkdtemp(prefix="zoo-", dir=shm_dir()))
+    # uvicorn serving in this process re-raises the stop signal once it has drained, into the
+    # handler that was there before it: this one, so the model owner and run folder go too.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
+    try:
+        return serve(layout, args.host or settings.host, args.port or settings.port, run_dir)
+    except _Stop:
+        return 0
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

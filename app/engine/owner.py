@@ -1,0 +1,224 @@
+"""The model owner: one process per device that batches the digits of every frontend worker.
+
+Its parent (``python -m app``, or a lone worker's lifespan) starts it with
+:meth:`OwnerProcess.start`, which returns once every model is loaded and the socket listens,
+and ends it with
+:meth:`OwnerProcess.stop` after the frontends have drained. It ignores SIGINT and SIGTERM (a
+Ctrl-C reaches the whole process group): it stops when its parent says so or goes away, so it
+always outlives the requests the frontends still have in flight.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import multiprocessing
+import signal
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.catalog import to_json
+from app.config import Settings
+from app.engine.api import EngineClosedError, QueueFullError
+from app.engine.host import ModelHost, model_names
+from app.engine.wire import (
+    CANCEL,
+    RESULT,
+    SUBMIT,
+    Code,
+    Kind,
+    Slab,
+    create_mapped,
+    frame,
+    frame_json,
+    open_mapped,
+    read_message,
+)
+from app.layout import plan
+from app.metrics import Metrics, mark_process_dead
+
+log = logging.getLogger(__name__)
+START_TIMEOUT_S = 900  # VGG checkpoints on a slow disk, and CUDA's first initialisation
+
+
+class Owner:
+    """The running model owner: its models, and what every frontend needs to know of them."""
+
+    def __init__(self, host: ModelHost, queues_path: Path) -> None:
+        self.host = host
+        self.names = list(host.catalog)
+        self.classes = max((len(h.card.labels) for h in host.hosted.values()), default=1)
+        self.welcome = {
+            "catalog": [to_json(s) for s in host.catalog.values()],
+            "classes": self.classes,
+            "queues": str(queues_path),
+        }
+
+    async def serve_frontend(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """One frontend worker's connection, from HELLO until it hangs up."""
+        frontend = _Frontend(self, writer)
+        try:
+            while True:
+                kind, payload = await read_message(reader)
+                if kind == Kind.SUBMIT:
+                    frontend.submit(*SUBMIT.unpack(payload))
+                elif kind == Kind.CANCEL:
+                    frontend.cancel(*CANCEL.unpack(payload))
+                elif kind == Kind.HELLO:
+                    writer.write(frame_json(Kind.WELCOME, self.welcome))
+                elif kind == Kind.ATTACH:
+                    frontend.attach(payload)
+                    writer.write(frame(Kind.ATTACHED, b""))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the worker stopped (or died): forget it
+        finally:
+            frontend.close()
+
+
+class _Frontend:
+    """One connected frontend worker: its slab and its requests in flight."""
+
+    def __init__(self, owner: Owner, writer: asyncio.StreamWriter) -> None:
+        self.owner, self.writer = owner, writer
+        self.pending: dict[int, asyncio.Future[torch.Tensor]] = {}
+        self.slab: Slab | None = None
+        self.closed = False
+
+    def attach(self, payload: bytes) -> None:
+        attach = json.loads(payload)
+        classes = self.owner.classes
+        self.slab = Slab(open_mapped(attach["slab"]), int(attach["slots"]), classes)
+        self.digits, self.probabilities = self.slab.digits, self.slab.probabilities
+
+    def reply(self, rid: int, code: Code, detail: str = "") -> None:
+        if not self.closed:
+            self.writer.write(frame(Kind.RESULT, RESULT.pack(rid, code) + detail.encode()))
+
+    def submit(self, rid: int, model: int, first: int, n: int) -> None:
+        name = self.owner.names[model]
+        # A copy: the slots belong to the frontend again as soon as it has its RESULT.
+        digits = torch.from_numpy(self.digits[first : first + n].copy()).unsqueeze(1)
+        try:
+            future = self.owner.host.enqueue(name, digits)
+        except QueueFullError as exc:
+            self.reply(rid, Code.QUEUE_FULL, str(exc))
+            return
+        except EngineClosedError as exc:
+            self.reply(rid, Code.CLOSED, str(exc))
+            return
+        self.pending[rid] = future
+        future.add_done_callback(lambda f: self.done(rid, first, n, f))
+
+    def done(self, rid: int, first: int, n: int, future: "asyncio.Future[torch.Tensor]") -> None:
+        self.pending.pop(rid, None)
+        if self.closed:
+            return
+        if future.cancelled():
+            self.reply(rid, Code.CANCELLED)
+        elif (exc := future.exception()) is not None:
+            self.reply(rid, Code.FAILED, f"inference failed for this batch: {type(exc).__name__}")
+        else:
+            self.probabilities[first : first + n] = future.result().numpy()
+            self.reply(rid, Code.OK)
+
+    def cancel(self, rid: int) -> None:
+        future = self.pending.get(rid)
+        if future is not None:
+            future.cancel()  # rows not yet in a batch never reach the model
+
+    def close(self) -> None:
+        self.closed = True
+        for future in list(self.pending.values()):
+            future.cancel()
+        self.pending.clear()
+        self.writer.close()
+
+
+async def _serve(settings: Settings, socket_path: Path, parent: Connection) -> None:
+    names = model_names(settings)
+    queues_path, memory = create_mapped(8 * len(names), socket_path.parent, "queues-")
+    queues = np.ndarray((len(names),), np.int64, memory)
+    index = {name: i for i, name in enumerate(names)}
+
+    def publish(name: str, n: int) -> None:  # every frontend reads it before it decodes
+        queues[index[name]] = n
+
+    threads = plan(settings).torch_threads
+    host = await ModelHost.start(settings, Metrics(), threads, on_depth=publish)
+    owner = Owner(host, queues_path)
+    server = await asyncio.start_unix_server(owner.serve_frontend, path=str(socket_path))
+    parent.send("ready")
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(EOFError, OSError):  # the parent died: stop as if told to
+        await loop.run_in_executor(None, parent.recv)
+    server.close()
+    await host.stop()
+    with contextlib.suppress(OSError):
+        parent.send("stopped")
+
+
+def run(settings: Settings, socket_path: str, parent: Connection) -> None:
+    """The model owner's main (a spawned process)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        import uvloop
+
+        uvloop.run(_serve(settings, Path(socket_path), parent))
+    except ImportError:
+        asyncio.run(_serve(settings, Path(socket_path), parent))
+    finally:
+        mark_process_dead()
+
+
+@dataclass
+class OwnerProcess:
+    """The parent's handle on a model-owner process."""
+
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    socket: Path
+
+    @classmethod
+    def start(cls, settings: Settings, run_dir: Path) -> "OwnerProcess":
+        """Spawn it and wait until every model is loaded and its socket listens."""
+        ctx = multiprocessing.get_context("spawn")  # no inherited CUDA, event loop or threads
+        conn, child = ctx.Pipe()
+        socket_path = run_dir / "engine.sock"
+        process = ctx.Process(
+            target=run, args=(settings, str(socket_path), child), name="zoo-model-owner"
+        )
+        process.start()
+        child.close()
+        owner = cls(process, conn, socket_path)
+        for _ in range(START_TIMEOUT_S * 10):
+            if conn.poll(0.1):
+                conn.recv()
+                return owner
+            if not process.is_alive():
+                break
+        process.kill()
+        process.join()
+        raise RuntimeError(f"the model owner did not start (exit code {process.exitcode})")
+
+    @property
+    def alive(self) -> bool:
+        """The process is running."""
+        return self.process.is_alive()
+
+    def stop(self, timeout: float = 60) -> None:
+        """Tell it to finish what it accepted and exit; kill it if it does not in ``timeout``."""
+        with contextlib.suppress(OSError):
+            self.conn.send("stop")
+            self.conn.poll(timeout)
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()

@@ -1,0 +1,166 @@
+"""Between frontend workers and the model owner: a shared-memory slab per worker, and messages.
+
+Each frontend worker maps a file (in /dev/shm where there is one) holding ``slots`` digits of
+28x28 uint8 and, beside them, ``slots`` rows of float32 probabilities. It writes a request's
+digits into a run of free slots and sends SUBMIT (request id, model, first slot, count) over a
+Unix socket; the model owner reads the digits there, batches them with everyone else's, writes
+the probabilities into the same slots and answers RESULT. Only those small messages travel
+through the socket. Imports no torch.
+"""
+
+import asyncio
+import json
+import mmap
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DIGIT = (28, 28)
+DIGIT_BYTES = DIGIT[0] * DIGIT[1]
+HEADER = struct.Struct("<BI")  # message type, payload length
+SUBMIT = struct.Struct("<IHII")  # request id, model index, first slot, count
+CANCEL = struct.Struct("<I")  # request id
+RESULT = struct.Struct("<IB")  # request id, Code; a UTF-8 detail may follow
+
+
+class Kind(IntEnum):
+    """Message types."""
+
+    HELLO = 1  # frontend -> owner, empty
+    WELCOME = 2  # owner -> frontend, JSON: {"catalog": [...], "classes": c, "queues": path}
+    ATTACH = 3  # frontend -> owner, JSON: {"slab": path, "slots": n}
+    ATTACHED = 4  # owner -> frontend, empty: the slab is mapped, its file may go
+    SUBMIT = 5
+    CANCEL = 6
+    RESULT = 7
+
+
+class Code(IntEnum):
+    """How a SUBMIT ended."""
+
+    OK = 0
+    QUEUE_FULL = 1
+    CLOSED = 2
+    FAILED = 3
+    CANCELLED = 4
+
+
+def frame(kind: Kind, payload: bytes) -> bytes:
+    """One message on the wire."""
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+def frame_json(kind: Kind, data: dict[str, Any]) -> bytes:
+    """One message whose payload is JSON."""
+    return frame(kind, json.dumps(data).encode())
+
+
+async def read_message(reader: "asyncio.StreamReader") -> tuple[Kind, bytes]:
+    """The next message; asyncio.IncompleteReadError when the other side has gone."""
+    kind, length = HEADER.unpack(await reader.readexactly(HEADER.size))
+    return Kind(kind), await reader.readexactly(length) if length else b""
+
+
+def shm_dir() -> str | None:
+    """/dev/shm when it is there (memory, not disk), else the default temporary folder."""
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+
+
+def create_mapped(size: int, directory: str | Path | None, prefix: str) -> tuple[Path, mmap.mmap]:
+    """A new file of ``size`` bytes in ``directory``, mapped shared.
+
+    Its space is reserved now: a full /dev/shm fails here with a clear error, not later with
+    SIGBUS on the first write into a page that cannot be backed.
+    """
+    fd, name = tempfile.mkstemp(prefix=prefix, dir=directory)
+    reserve = getattr(os, "posix_fallocate", lambda fd, offset, size: os.ftruncate(fd, size))
+    try:
+        try:
+            reserve(fd, 0, size)
+        except OSError as exc:
+            os.unlink(name)
+            raise OSError(
+                exc.errno,
+                f"cannot reserve {size:,} bytes of shared memory in {directory}: "
+                f"{exc.strerror} (give the container more /dev/shm, e.g. shm_size)",
+            ) from exc
+        return Path(name), mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
+
+
+def open_mapped(path: str | Path) -> mmap.mmap:
+    """Map an existing file shared, read and write."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        return mmap.mmap(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Slab:
+    """Digits in, probabilities out, ``slots`` of each, over one shared mapping."""
+
+    memory: mmap.mmap
+    slots: int
+    classes: int
+
+    @staticmethod
+    def size(slots: int, classes: int) -> int:
+        """Bytes a slab of ``slots`` slots needs."""
+        return slots * (DIGIT_BYTES + 4 * classes)
+
+    @property
+    def digits(self) -> np.ndarray:
+        """slots x 28 x 28 uint8, a view of the shared memory."""
+        return np.ndarray((self.slots, *DIGIT), np.uint8, self.memory)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """slots x classes float32, a view of the shared memory."""
+        return np.ndarray(
+            (self.slots, self.classes), np.float32, self.memory, self.slots * DIGIT_BYTES
+        )
+
+
+class SlotAllocator:
+    """Runs of consecutive free slots, first fit; freed runs merge with their neighbours."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._free: list[tuple[int, int]] = [(0, slots)]  # (start, length), sorted by start
+        self.used = 0
+
+    def alloc(self, n: int) -> int | None:
+        """The first slot of ``n`` free consecutive slots, or None when no run is that long."""
+        for i, (start, length) in enumerate(self._free):
+            if length >= n:
+                if length == n:
+                    del self._free[i]
+                else:
+                    self._free[i] = (start + n, length - n)
+                self.used += n
+                return start
+        return None
+
+    def free(self, start: int, n: int) -> None:
+        """Give back the run ``start:start+n``."""
+        self.used -= n
+        runs = self._free
+        i = 0
+        while i < len(runs) and runs[i][0] < start:
+            i += 1
+        runs.insert(i, (start, n))
+        if i + 1 < len(runs) and start + n == runs[i + 1][0]:  # merge with the next run
+            runs[i] = (start, n + runs[i + 1][1])
+            del runs[i + 1]
+        if i > 0 and runs[i - 1][0] + runs[i - 1][1] == start:  # and with the previous one
+            runs[i - 1] = (runs[i - 1][0], runs[i - 1][1] + runs[i][1])
+            del runs[i]

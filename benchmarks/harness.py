@@ -1,0 +1,122 @@
+"""Servers under test as real processes on loopback: start, wait until ready, stop, CPU time.
+
+One harness for the tests (tests/server.py) and the benchmarks: the service is started the way
+people run it (``python -m app``), baselines by their own command lines.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_command(port: int) -> list[str]:
+    """Our service, as ``python -m app`` runs it, on ``port`` of loopback."""
+    return [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            tree.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return tree
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process descended from it (Linux /proc)."""
+    tree, out, todo = _children(), [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += tree.get(p, [])
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds these processes have used so far."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+@dataclass
+class Server:
+    """A server process (and whatever it starts) listening on ``url``."""
+
+    name: str
+    proc: "subprocess.Popen[bytes]"
+    url: str
+    log: Path | None = None
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the whole process tree: frontend workers, model owner, baselines' workers."""
+        return cpu_seconds(process_tree(self.proc.pid))
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM (graceful), SIGKILL if it lingers; then anything left in its session."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        return code
+
+
+def start_server(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    ready: str,
+    *,
+    port: int,
+    log: Path | None = None,
+    timeout: float = 600,
+) -> Server:
+    """Run ``command`` (listening on ``port``) and wait until GET ``ready`` answers 200."""
+    out = log.open("wb") if log else None
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=out,
+        stderr=subprocess.STDOUT if out else None,
+        start_new_session=True,  # its own group: stop() can reach every process it started
+    )
+    if out:
+        out.close()
+    server = Server(name, proc, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(server.url + ready, timeout=5).status_code == 200:
+                return server
+        time.sleep(0.2)
+    code = server.stop()
+    tail = log.read_text(errors="replace")[-3000:] if log else ""
+    raise RuntimeError(f"{name} did not become ready (exit code {code}):\n{tail}")

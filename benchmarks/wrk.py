@@ -1,0 +1,133 @@
+"""HTTP load from wrk (C, light on the cores it shares with the server): payloads and one run.
+
+wrk posts prebuilt multipart bodies of MNIST test digits, rotating through them, on keep-alive
+connections, and a Lua ``done`` hook prints its counts and latency percentiles as JSON.
+"""
+
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BOUNDARY = "zoobenchboundary7MA4YWxkTrZu0gW"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+BODIES = 64  # distinct bodies per payload set, rotated through
+LUA = r"""
+init = function(args)
+  bodies = {}
+  for i = 0, tonumber(args[2]) - 1 do
+    local f = assert(io.open(args[1] .. "/" .. i .. ".bin", "rb"))
+    bodies[i + 1] = f:read("*a")
+    f:close()
+  end
+  headers = {["Content-Type"] = args[3]}
+  counter = 0
+end
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", nil, headers, bodies[(counter % #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK {"requests":%d,"duration_us":%d,"status_errors":%d,"socket_errors":%d,' ..
+    '"p50_us":%d,"p99_us":%d}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def ensure_wrk() -> str:
+    """The wrk binary; installed with apt-get (Debian's package ``wrk``) when missing."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if shutil.which("apt-get") is None:
+        raise RuntimeError("wrk is not installed and there is no apt-get: install wrk first")
+    sudo = [] if _is_root() else ["sudo"]
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    found = shutil.which("wrk")
+    if not found:
+        raise RuntimeError("apt-get install wrk did not put wrk on PATH")
+    return found
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0
+
+
+def digit_pngs(digits: np.ndarray) -> list[bytes]:
+    """uint8 N x 28 x 28 digits as PNG files."""
+    from PIL import Image
+
+    out = []
+    for d in digits:
+        buf = io.BytesIO()
+        Image.fromarray(d).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def multipart(pngs: list[bytes], first: int) -> bytes:
+    """One multipart body with ``pngs`` as parts named ``files``."""
+    parts = [
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; '
+            f'filename="{first + j}.png"\r\nContent-Type: image/png\r\n\r\n'
+        ).encode()
+        + png
+        + b"\r\n"
+        for j, png in enumerate(pngs)
+    ]
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+def write_payloads(pngs: list[bytes], images: int, folder: Path) -> Path:
+    """BODIES multipart bodies of ``images`` digits each, as files wrk's script reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in range(BODIES):
+        idx = [(r * images + j) % len(pngs) for j in range(images)]
+        (folder / f"{r}.bin").write_bytes(multipart([pngs[i] for i in idx], r * images))
+    (folder / "post.lua").write_text(LUA)
+    return folder
+
+
+def run_wrk(url: str, payloads: Path, connections: int, seconds: float) -> dict[str, Any]:
+    """One wrk run (one thread) against ``url``; its counts, rates and latencies."""
+    cmd = [
+        ensure_wrk(),
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",  # whole seconds: wrk takes no fractions
+        "--timeout",
+        "30s",
+        "-s",
+        str(payloads / "post.lua"),
+        url,
+        "--",
+        str(payloads),
+        str(BODIES),
+        CONTENT_TYPE,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=True)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRK ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
+    r = json.loads(line[4:])
+    secs = r["duration_us"] / 1e6
+    errors = r["status_errors"] + r["socket_errors"]
+    return {
+        "requests": r["requests"],
+        "errors": errors,
+        "req_s": (r["requests"] - r["status_errors"]) / secs,  # answered, and answered 200
+        "p50_ms": r["p50_us"] / 1e3,
+        "p99_ms": r["p99_us"] / 1e3,
+        "seconds": secs,
+    }
