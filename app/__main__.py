@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.model_copy(update={"workers": args.workers})
     layout = plan(settings)
     run_dir = Path(tempfile.mkdtemp(prefix="zoo-", dir=shm_dir()))
+    log.info("run folder %s (sockets, shared memory, metrics); removed on exit", run_dir)
     # uvicorn serving in this process re-raises the stop signal once it has drained, into the
     # handler that was there before it: this one, so the model owner and run folder go too.
     for signum in (signal.SIGTERM, signal.SIGINT):

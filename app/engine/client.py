@@ -144,6 +144,7 @@ class RemoteEngine:
 
     async def close(self) -> None:
         """Hang up; the model owner forgets this worker (nothing is in flight by now)."""
+        self._gone = True  # also when the listener never got to run
         self._listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._listener

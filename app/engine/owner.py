@@ -201,6 +201,7 @@ class OwnerProcess:
         for _ in range(START_TIMEOUT_S * 10):
             if conn.poll(0.1):
                 conn.recv()
+                log.info("model owner ready (pid %d, socket %s)", process.pid, socket_path)
                 return owner
             if not process.is_alive():
                 break

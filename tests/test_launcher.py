@@ -1,0 +1,105 @@
+"""``python -m app`` as deployed: several worker processes behave as one service."""
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from benchmarks.harness import Server, free_port, process_tree, service_command, start_server
+from models.data import MnistSplit
+from tests.helpers import WEIGHTS, png
+
+
+def _start(tmp_path: Path, **env: str) -> Server:
+    port = free_port()
+    settings = {"WEIGHTS_DIR": str(WEIGHTS), "DEVICE": "cpu", "MODELS": "lenet", **env}
+    log = tmp_path / "service.log"
+    return start_server(
+        "service", service_command(port), settings, "/health/ready", port=port, log=log
+    )
+
+
+def _alive(pids: list[int], wait_s: float = 5) -> list[int]:
+    """The processes still running (zombies waiting to be reaped are gone) after ``wait_s``."""
+
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + wait_s
+    while (left := [p for p in pids if running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def _logged(server: Server, pattern: str) -> str:
+    assert server.log is not None
+    match = re.search(pattern, server.log.read_text())
+    assert match, f"{pattern!r} not in the log"
+    return match.group(1)
+
+
+@pytest.fixture
+def seven(mnist_test: MnistSplit) -> bytes:
+    return png(mnist_test.images[0, 0].numpy())
+
+
+def _count(metrics: str) -> float:
+    m = re.search(r'^zoo_requests_total\{model="lenet",status="200"\} (\S+)$', metrics, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_metrics_count_every_worker_s_requests(tmp_path: Path, seven: bytes) -> None:
+    server = _start(tmp_path, WORKERS="2", ENGINE="worker")
+    try:
+        workers = [p for p in process_tree(server.proc.pid) if p != server.proc.pid]
+        assert len(workers) >= 2  # uvicorn's workers (and the resource tracker, if any)
+        for i in range(100):  # a new connection each: the two workers share them out
+            with httpx.Client(base_url=server.url) as c:
+                r = c.post("/predict/lenet", files={"files": (f"{i}.png", seven)})
+                assert r.status_code == 200
+        for _ in range(10):  # whichever worker answers /metrics counts all of them
+            with httpx.Client(base_url=server.url) as c:
+                assert _count(c.get("/metrics").text) == 100
+    finally:
+        server.stop()
+
+
+def test_losing_the_model_owner_stops_the_service_with_an_error(
+    tmp_path: Path, seven: bytes
+) -> None:
+    server = _start(tmp_path, WORKERS="2", ENGINE="shared")
+    try:
+        assert httpx.post(server.url + "/predict/lenet", files={"files": seven}).status_code == 200
+        owner = int(_logged(server, r"model owner ready \(pid (\d+)"))
+        family = process_tree(server.proc.pid)
+        assert owner in family
+        os.kill(owner, signal.SIGKILL)
+        assert server.proc.wait(60) == 1  # an orchestrator restarts it whole
+        assert not _alive(family), "processes left behind"
+    finally:
+        server.stop()
+
+
+def test_ctrl_c_stops_every_process_cleanly(tmp_path: Path) -> None:
+    server = _start(tmp_path, WORKERS="2", ENGINE="shared")
+    run_dir = Path(_logged(server, r"run folder (\S+) "))
+    family = process_tree(server.proc.pid)
+    assert run_dir.is_dir()
+    os.killpg(server.proc.pid, signal.SIGINT)  # what a terminal sends the whole group
+    try:
+        code = server.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        server.stop()
+        raise
+    assert code == 0
+    assert not run_dir.exists()  # sockets, slabs and metrics files are gone
+    assert not _alive(family), "processes left behind"
+    assert "Traceback" not in (server.log.read_text() if server.log else "")

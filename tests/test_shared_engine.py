@@ -1,0 +1,125 @@
+"""The shared layout: a model-owner process serving several frontends through shared memory."""
+
+import asyncio
+import os
+import signal
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.engine.api import EngineClosedError, QueueFullError
+from app.engine.client import RemoteEngine
+from app.engine.owner import OwnerProcess
+from app.main import create_app
+from models.data import MnistSplit
+from tests.helpers import png, settings
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test: MnistSplit) -> np.ndarray:
+    return mnist_test.images[:256, 0].numpy()
+
+
+@asynccontextmanager
+async def owner(**over: object) -> AsyncIterator[OwnerProcess]:
+    """A model owner in a run folder of its own, stopped and cleaned up afterwards."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        proc = await asyncio.to_thread(OwnerProcess.start, settings(**over), Path(run_dir))
+        try:
+            yield proc
+        finally:
+            await asyncio.to_thread(proc.stop)
+
+
+def test_both_layouts_give_the_same_answers(mnist_test: MnistSplit) -> None:
+    files = [("files", (f"{i}.png", png(mnist_test.images[i, 0].numpy()))) for i in range(16)]
+    answers = {}
+    for engine in ("worker", "shared"):
+        with TestClient(create_app(settings(models=("lenet",), engine=engine))) as c:
+            kind = type(c.app.state.zoo.engine).__name__  # type: ignore[attr-defined]
+            r = c.post("/predict/lenet", files=files)
+            assert r.status_code == 200, r.text
+            answers[kind] = r.json()["predictions"]
+    local, remote = answers["LocalEngine"], answers["RemoteEngine"]
+    assert [p["label"] for p in local] == [p["label"] for p in remote]
+    assert [p["label"] for p in local] == [str(int(y)) for y in mnist_test.labels[:16]]
+    for a, b in zip(local, remote, strict=True):
+        assert np.allclose(a["probabilities"], b["probabilities"], atol=1e-5)
+
+
+async def test_two_frontends_share_one_queue_and_its_bound(digits: np.ndarray) -> None:
+    # mnist_cnn one image per batch: 200 queued images keep the owner busy for a while.
+    async with owner(models=("mnist_cnn",), max_queue=200, max_files=200, max_batch_size=1) as o:
+        a = await RemoteEngine.connect(o.socket, 256)
+        b = await RemoteEngine.connect(o.socket, 256)
+        try:
+            first = asyncio.create_task(a.classify("mnist_cnn", digits[:200]))
+            deadline = time.monotonic() + 10
+            while b.queued("mnist_cnn") < 150 and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)  # b sees a's images through shared memory
+            assert b.queued("mnist_cnn") >= 150
+            with pytest.raises(QueueFullError, match="queue is full"):
+                await b.classify("mnist_cnn", digits[:60])
+            probs = await first
+            assert probs.shape == (200, 10) and a.queued("mnist_cnn") == 0
+            again = await b.classify("mnist_cnn", digits[:60])  # room again
+            assert np.array_equal(again, probs[:60])
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_a_request_that_gives_up_is_withdrawn_and_frees_its_slots(
+    digits: np.ndarray,
+) -> None:
+    async with owner(models=("mnist_cnn",), max_batch_size=1) as o:
+        client = await RemoteEngine.connect(o.socket, 512)
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(client.classify("mnist_cnn", digits[:256]), 0.02)
+            deadline = time.monotonic() + 10
+            while client._slots.used and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert client._slots.used == 0  # the owner answered CANCELLED; the slab is free
+            # Withdrawn rows never reached the model: the queue empties long before 256
+            # single-image batches of mnist_cnn could have run.
+            assert client.queued("mnist_cnn") == 0
+            assert (await client.classify("mnist_cnn", digits[:3])).shape == (3, 10)
+        finally:
+            await client.close()
+
+
+@pytest.fixture
+def shared_client() -> Iterator[TestClient]:
+    with TestClient(create_app(settings(models=("lenet",), engine="shared"))) as c:
+        yield c
+
+
+def test_losing_the_model_owner_answers_503_and_drops_readiness(
+    shared_client: TestClient, mnist_test: MnistSplit
+) -> None:
+    seven = png(mnist_test.images[0, 0].numpy())
+    assert shared_client.post("/predict/lenet", files={"files": seven}).status_code == 200
+    owner_process = shared_client.app.state.zoo._own[0]  # type: ignore[attr-defined]
+    os.kill(owner_process.process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while shared_client.get("/health/ready").status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert shared_client.get("/health/ready").status_code == 503
+    r = shared_client.post("/predict/lenet", files={"files": seven})
+    assert r.status_code == 503 and r.headers["retry-after"]
+    assert shared_client.get("/health/live").status_code == 200
+
+
+async def test_a_closed_engine_refuses_new_work(digits: np.ndarray) -> None:
+    async with owner(models=("lenet",)) as o:
+        client = await RemoteEngine.connect(o.socket, 64)
+        await client.close()
+        with pytest.raises(EngineClosedError):
+            await client.classify("lenet", digits[:1])
