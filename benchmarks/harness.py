@@ -74,8 +74,19 @@ class Server:
         """CPU time of the whole process tree: frontend workers, model owner, baselines' workers."""
         return cpu_seconds(process_tree(self.proc.pid))
 
+    def pause(self) -> None:
+        """SIGSTOP every process of it, so that its idle activity cannot disturb another's run."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM (graceful), SIGKILL if it lingers; then anything left in its session."""
+        self.resume()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:

@@ -134,9 +134,11 @@ def measure(
     rows = []
     path = f"/predict/{args.model}"
     for rnd in range(args.rounds):
-        for sc in SCENARIOS:
+        for sc in [s for s in SCENARIOS if s.name in args.scenarios]:
             order = servers[rnd % len(servers) :] + servers[: rnd % len(servers)]
             for server in order:
+                for other in servers:  # the others sleep: their idle wake-ups cost no one
+                    (other.resume if other is server else other.pause)()
                 run_wrk(server.url + path, payloads[sc.images], sc.connections, args.warmup)
                 cpu0 = server.cpu_seconds()
                 r = run_wrk(server.url + path, payloads[sc.images], sc.connections, args.duration)
@@ -157,6 +159,8 @@ def measure(
                     f"p50 {r['p50_ms']:7.2f} ms p99 {r['p99_ms']:7.2f} ms errors {r['errors']}",
                     flush=True,
                 )
+    for server in servers:
+        server.resume()
     return rows
 
 
@@ -166,6 +170,8 @@ def summarise(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, An
     for sc in SCENARIOS:
         for name in names:
             mine = [r for r in rows if r["scenario"] == sc.name and r["server"] == name]
+            if not mine:
+                continue
             out.append(
                 {
                     "scenario": sc.name,
@@ -267,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--servers", default="ours,naive-1,naive-N,litserve")
+    p.add_argument("--scenarios", default="c1,c32,c8x64")
     p.add_argument("--weights-dir", type=Path, default=ROOT / "weights")
     p.add_argument(
         "--data-dir",
@@ -289,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write every measurement here")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     args.servers = args.servers.split(",")
+    args.scenarios = args.scenarios.split(",")
     if args.gpu:
         from benchmarks.serve_gpu import gpu_main
 

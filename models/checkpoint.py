@@ -16,7 +16,9 @@ from torch import Tensor, nn
 from models.registry import InputSpec, get_input_spec, get_model, list_models
 from models.transforms import ModelInputTransform
 
-FORMAT_VERSION = "1"
+# 2: one sha256 per metadata field as well as the tensors ("digests"); 1 covered the tensors only.
+FORMAT_VERSION = "2"
+DIGESTS = "digests"
 DIGIT_LABELS = [str(d) for d in range(10)]
 WEIGHTS_DIR = Path("weights")
 
@@ -47,7 +49,6 @@ class CheckpointMeta:
     dataset_fingerprint: str
     torch_version: str = torch.__version__
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    tensors_sha256: str = ""
 
     def to_strings(self) -> dict[str, str]:
         """safetensors metadata is str -> str: non-strings travel as JSON."""
@@ -58,6 +59,11 @@ class CheckpointMeta:
     @classmethod
     def from_strings(cls, raw: Mapping[str, str]) -> "CheckpointMeta":
         """Parse and type-check metadata written by :meth:`to_strings`."""
+        if raw.get("format_version") == "1":
+            raise CheckpointError(
+                "checkpoint format 1 (its digest covers the tensors only); upgrade it with: "
+                "python -m models.checkpoint --upgrade PATH"
+            )
         if raw.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(
                 f"unsupported checkpoint format_version {raw.get('format_version')!r}; "
@@ -83,7 +89,6 @@ class CheckpointMeta:
                 dataset_fingerprint=raw["dataset_fingerprint"],
                 torch_version=raw["torch_version"],
                 created_at=raw["created_at"],
-                tensors_sha256=raw["tensors_sha256"],
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"checkpoint metadata is malformed: {exc}") from exc
@@ -119,6 +124,39 @@ def tensors_digest(tensors: Mapping[str, Tensor]) -> str:
     return h.hexdigest()
 
 
+def _field_digest(name: str, value: str) -> str:
+    return hashlib.sha256(f"{name}\0{value}".encode()).hexdigest()
+
+
+def seal(strings: Mapping[str, str], tensors: Mapping[str, Tensor]) -> str:
+    """The ``digests`` entry: a sha256 of each metadata field and one of the tensors, as JSON."""
+    digests = {k: _field_digest(k, v) for k, v in strings.items() if k != DIGESTS}
+    digests["tensors"] = tensors_digest(tensors)
+    return json.dumps(digests, sort_keys=True)
+
+
+def verify_digests(path: Path, raw: Mapping[str, str], tensors: Mapping[str, Tensor]) -> None:
+    """Refuse a file whose metadata fields or tensors changed since it was written, naming them."""
+    try:
+        recorded = dict(json.loads(raw[DIGESTS]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path} has no readable '{DIGESTS}' entry: {exc}") from exc
+    fields = (set(raw) | set(recorded)) - {DIGESTS, "tensors"}
+    changed = sorted(
+        k for k in fields if k not in raw or recorded.get(k) != _field_digest(k, raw[k])
+    )
+    what = (
+        [f"metadata field{'s' if len(changed) > 1 else ''} {', '.join(changed)}"] if changed else []
+    )
+    if recorded.get("tensors") != tensors_digest(tensors):
+        what.append("its tensors")
+    if what:
+        raise CheckpointError(
+            f"{path} was modified after it was written: {' and '.join(what)} "
+            "do not match the sha256 recorded when it was saved"
+        )
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a whole file, read in chunks."""
     h = hashlib.sha256()
@@ -133,12 +171,17 @@ def save_checkpoint(model: nn.Module, meta: CheckpointMeta, path: str | Path) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta.tensors_sha256 = tensors_digest(tensors)
+    _write(tensors, meta.to_strings(), path)
+    return path
+
+
+def _write(tensors: Mapping[str, Tensor], strings: dict[str, str], path: Path) -> None:
+    """Seal and write atomically, readable by other users."""
+    strings = {**strings, DIGESTS: seal(strings, tensors)}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta.to_strings())
+    save_file(dict(tensors), str(tmp), metadata=strings)
     tmp.chmod(0o644)  # safetensors writes 0600; a server running as another user must read it
     tmp.replace(path)  # atomic: a server never sees half a file
-    return path
 
 
 def _check_against_architecture(meta: CheckpointMeta, tensors: Mapping[str, Tensor]) -> nn.Module:
@@ -178,6 +221,11 @@ def _check_against_architecture(meta: CheckpointMeta, tensors: Mapping[str, Tens
     return model.eval()
 
 
+def _read(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
+
+
 def load_checkpoint(
     path: str | Path, *, expect_architecture: str | None = None
 ) -> LoadedCheckpoint:
@@ -186,18 +234,40 @@ def load_checkpoint(
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            raw_meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open has no iter)
+        tensors, raw_meta = _read(path)
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
     meta = CheckpointMeta.from_strings(raw_meta)
+    verify_digests(path, raw_meta, tensors)
     if expect_architecture is not None and meta.architecture != expect_architecture:
         raise CheckpointError(f"{path} holds {meta.architecture!r}, not {expect_architecture!r}")
-    if tensors_digest(tensors) != meta.tensors_sha256:
-        raise CheckpointError(
-            f"{path} was modified after it was written: its tensors do not match the sha256 "
-            "recorded in its metadata"
-        )
     model = _check_against_architecture(meta, tensors)
     return LoadedCheckpoint(model=model, meta=meta, path=path, file_sha256=file_sha256(path))
+
+
+def upgrade(path: Path) -> None:
+    """Rewrite a format-1 checkpoint as format 2, once its tensors match their recorded sha256."""
+    tensors, raw = _read(path)
+    if raw.get("format_version") != "1":
+        raise CheckpointError(f"{path} is format {raw.get('format_version')!r}, not 1")
+    if tensors_digest(tensors) != raw.get("tensors_sha256"):
+        raise CheckpointError(f"{path} was modified after it was written: not upgrading it")
+    strings = {k: v for k, v in raw.items() if k != "tensors_sha256"}
+    _write(tensors, {**strings, "format_version": FORMAT_VERSION}, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m models.checkpoint --upgrade PATH...``: move old checkpoints to format 2."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m models.checkpoint", description=main.__doc__)
+    p.add_argument("--upgrade", nargs="+", type=Path, required=True, metavar="PATH")
+    for path in p.parse_args(argv).upgrade:
+        upgrade(path)
+        load_checkpoint(path)  # what the service will do with it
+        print(f"upgraded {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

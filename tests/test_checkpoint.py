@@ -9,11 +9,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from models.checkpoint import (
+    DIGESTS,
     DIGIT_LABELS,
     CheckpointError,
     CheckpointMeta,
     load_checkpoint,
     save_checkpoint,
+    seal,
+    tensors_digest,
+    upgrade,
 )
 from models.registry import InputSpec, get_input_spec, get_model
 
@@ -39,6 +43,12 @@ def _meta(arch: str = "lenet", **over: object) -> CheckpointMeta:
 def _raw(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())  # noqa: SIM118
+
+
+def _resealed(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    """Write edited metadata with fresh digests: what a deliberate, consistent edit looks like."""
+    fields = {k: v for k, v in meta.items() if k != DIGESTS}
+    save_file(tensors, str(path), metadata={**fields, DIGESTS: seal(fields, tensors)})
 
 
 def test_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:
@@ -73,7 +83,7 @@ def test_metadata_is_strings_with_every_field(tmp_path: Path) -> None:
         "dataset_fingerprint",
         "torch_version",
         "created_at",
-        "tensors_sha256",
+        "digests",
         "format_version",
     ]:
         assert isinstance(meta[key], str), key
@@ -92,8 +102,70 @@ def test_edited_weights_are_detected(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF  # flip bits inside the last tensor
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="modified after it was written"):
+    with pytest.raises(CheckpointError, match="modified after it was written: its tensors do not"):
         load_checkpoint(path)
+
+
+EDITS = {  # metadata field -> an edit someone might make (or a disk might)
+    "architecture": "mnist_cnn",
+    "arch_kwargs": '{"num_classes": 10}',
+    "input_spec": '{"channels": 1, "height": 28, "width": 29}',
+    "mean": "0.2",
+    "std": "0.3",
+    "labels": '["0", "1", "2", "3", "4", "5", "6", "7", "9", "8"]',
+    "test_accuracy": "0.9999",
+    "test_loss": "0.0",
+    "train_command": "python -m models.train --model lenet --epochs 1000",
+    "seed": "2",
+    "dataset_fingerprint": "cd",
+    "torch_version": "9.9.9",
+    "created_at": "2020-01-01T00:00:00+00:00",
+}
+
+
+def test_every_metadata_field_is_covered_by_a_digest() -> None:
+    assert set(EDITS) | {"format_version"} == set(_meta().to_strings())
+
+
+@pytest.mark.parametrize("key", sorted(EDITS))
+def test_edited_metadata_is_refused_naming_the_field(tmp_path: Path, key: str) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
+    tensors, meta = _raw(path)
+    assert meta[key] != EDITS[key]
+    meta[key] = EDITS[key]
+    save_file(tensors, str(path), metadata=meta)  # the digests are left as they were
+    with pytest.raises(
+        CheckpointError, match=f"modified after it was written: metadata field {key} "
+    ):
+        load_checkpoint(path)
+
+
+def test_several_edits_are_all_named(tmp_path: Path) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
+    tensors, meta = _raw(path)
+    meta.update(mean="0.5", labels=EDITS["labels"], extra="x")
+    tensors["classifier.4.bias"] = tensors["classifier.4.bias"] + 1
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(
+        CheckpointError, match="metadata fields extra, labels, mean and its tensors do not match"
+    ):
+        load_checkpoint(path)
+
+
+def test_format_1_is_refused_with_the_upgrade_and_the_upgrade_checks_it(tmp_path: Path) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
+    tensors, meta = _raw(path)
+    old = {k: v for k, v in meta.items() if k != DIGESTS}
+    old.update(format_version="1", tensors_sha256=tensors_digest(tensors))
+    save_file(tensors, str(path), metadata=old)
+    with pytest.raises(CheckpointError, match="--upgrade"):
+        load_checkpoint(path)
+    upgrade(path)
+    assert load_checkpoint(path).meta.labels == DIGIT_LABELS
+    old["tensors_sha256"] = "0" * 64  # a format-1 file whose tensors changed
+    save_file(tensors, str(path), metadata=old)
+    with pytest.raises(CheckpointError, match="not upgrading"):
+        upgrade(path)
 
 
 def test_wrong_architecture_is_refused(tmp_path: Path) -> None:
@@ -119,7 +191,7 @@ def test_unknown_architecture_is_refused(tmp_path: Path) -> None:
     path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
     tensors, meta = _raw(path)
     meta["architecture"] = "resnet"
-    save_file(tensors, str(path), metadata=meta)
+    _resealed(path, tensors, meta)
     with pytest.raises(CheckpointError, match="'resnet' is not a known model"):
         load_checkpoint(path)
 
@@ -137,7 +209,7 @@ def test_missing_metadata_is_named(tmp_path: Path, key: str) -> None:
     path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
     tensors, meta = _raw(path)
     del meta[key]
-    save_file(tensors, str(path), metadata=meta)
+    _resealed(path, tensors, meta)
     with pytest.raises(CheckpointError, match=f"lacks {key}"):
         load_checkpoint(path)
 

@@ -199,3 +199,39 @@ async def test_full_queue_refuses_before_decoding(seven: bytes) -> None:
         r = await c.post("/predict/lenet", files={"files": ("x.png", b"not an image")})
         assert r.status_code == 503 and r.json()["type"] == "/problems/queue-full"
         assert [t.status_code for t in await asyncio.gather(busy, queued)] == [200, 200]
+
+
+async def test_a_declared_oversized_body_is_refused_before_any_of_it_is_read() -> None:
+    app = create_app(settings(models=("lenet",), max_upload_bytes=4096))
+    async with app.router.lifespan_context(app):
+        pulled: list[int] = []
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            pulled.append(1000)
+            return {"type": "http.request", "body": b"x" * 1000, "more_body": True}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/predict/lenet",
+            "raw_path": b"/predict/lenet",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [
+                (b"content-type", b"multipart/form-data; boundary=x"),
+                (b"content-length", b"10000"),
+            ],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "state": {},
+        }
+        await app(scope, receive, send)  # type: ignore[arg-type]
+        assert sent[0]["status"] == 413
+        assert pulled == []  # not one byte of the body was read
