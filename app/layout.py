@@ -4,10 +4,8 @@
 processes it starts, through the environment, so they all agree and none needs to probe again.
 """
 
-import fcntl
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from app.config import Settings
@@ -79,17 +77,3 @@ def plan(settings: Settings, cores: int | None = None) -> Layout:
         threads = max(1, cores // 2)
     return Layout(device, engine, workers, threads)
 
-
-def pin_to_a_core(folder: Path) -> int | None:
-    """Pin this process to the first core no other live worker holds (a lock per core in
-    ``folder``, released when its holder dies); None when every core is taken."""
-    for core in sorted(os.sched_getaffinity(0)):
-        fd = os.open(folder / f"core-{core}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        os.sched_setaffinity(0, {core})  # the fd stays open: the lock lives as long as we do
-        return core
-    return None

@@ -10,8 +10,9 @@ the same checkpoint and answers the same JSON shape as the service, so only serv
 
 Torch threads are set the way such a server runs best: TORCH_THREADS if given, else one per
 worker. Each request computes one image at a time, where intra-op threads only add
-synchronisation: measured on the 2-core benchmark host, one thread beat two at concurrency 1
-(p50 0.87 vs 0.90 ms) and 32 (1,160 vs 1,100 req/s), and two busy-waited a second core.
+synchronisation: on the 2-core benchmark host one thread answered faster than two at
+concurrency 1 and 32 (``--server-env`` does not reach the baselines; run the naive app by hand
+with TORCH_THREADS=2 to compare), and two threads busy-waited the second core.
 """
 
 import io

@@ -7,10 +7,10 @@ starts what its layout needs itself: the model owner, or its own copy of the mod
 
 import asyncio
 import contextlib
-import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,7 +23,9 @@ from app.layout import plan
 from app.metrics import Metrics
 from app.problems import ProblemError
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from app.engine.owner import OwnerProcess
+
 
 
 def slab_slots(settings: Settings) -> int:
@@ -36,7 +38,7 @@ class Zoo:
     """Models by name, behind one engine."""
 
     def __init__(
-        self, settings: Settings, engine: Engine, own: "tuple[object, Path] | None" = None
+        self, settings: Settings, engine: Engine, own: "tuple[OwnerProcess, Path] | None" = None
     ) -> None:
         self.settings, self.engine = settings, engine
         self._own = own  # a model owner this worker started, and its run folder
@@ -49,12 +51,6 @@ class Zoo:
             engine = await RemoteEngine.connect(settings.engine_socket, slab_slots(settings))
             return cls(settings, engine)
         layout = plan(settings)
-        import os
-
-        if os.environ.get("PIN_DIR"):
-            from app.layout import pin_to_a_core
-
-            log.info("pinned to core %s", pin_to_a_core(Path(os.environ["PIN_DIR"])))
         if layout.engine == "worker":
             from app.engine.local import LocalEngine  # torch: only where models run here
 
@@ -73,7 +69,7 @@ class Zoo:
         await self.engine.close()
         if self._own is not None:
             owner, run_dir = self._own
-            await asyncio.to_thread(owner.stop)  # type: ignore[attr-defined]
+            await asyncio.to_thread(owner.stop)
             with contextlib.suppress(OSError):
                 shutil.rmtree(run_dir)
 

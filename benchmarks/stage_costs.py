@@ -1,0 +1,127 @@
+"""What each stage of a predict request costs, in one process, without HTTP.
+
+    python -m benchmarks.stage_costs --json benchmarks/results/stages_cpu.json
+
+Per stage, the best of several rounds of many calls, in microseconds: the multipart parse, PNG
+decoding (libspng against Pillow), preprocessing (the reference one image at a time, and
+app/frontend/digits.py for 1 and 64 images), the model call of lenet and mnist_cnn in each CPU
+placement at batch 1 and 64 (one torch thread), and the JSON encoding of the answer.
+"""
+
+import argparse
+import io
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyspng
+import torch
+from PIL import Image
+
+from app.catalog import CheckpointCard, Loaded
+from app.engine.predictor import Predictor
+from app.frontend.digits import to_digits
+from app.frontend.predict import encode
+from app.frontend.preprocess import ImageLimits, preprocess
+from app.frontend.uploads import parse_multipart
+from benchmarks.harness import ROOT
+from benchmarks.wrk import CONTENT_TYPE, digit_pngs, multipart
+from models.checkpoint import checkpoint_path, load_checkpoint
+from models.data import load_mnist
+
+
+def best_us(
+    fn: Callable[[], object], per_call: int = 1, rounds: int = 7, seconds: float = 0.2
+) -> float:
+    """Best of ``rounds`` timings of ``fn`` (each as many calls as fit in ``seconds``), in us
+    per item when one call handles ``per_call`` items."""
+    fn()
+    started, calls = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds / 4:
+        fn()
+        calls += 1
+    n = max(1, calls * 4 // rounds)
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t) / n)
+    return best * 1e6 / per_call
+
+
+def main() -> None:
+    """Measure every stage and print (and write) the table."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("MNIST_DATA_DIR", ROOT.parent / "shared" / "data")),
+    )
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    digits = load_mnist(args.data_dir, train=False, download=False).images[:64, 0].numpy()
+    pngs = digit_pngs(digits)
+    one, many = multipart(pngs[:1], 0), multipart(pngs, 0)
+    limits = ImageLimits()
+    r: dict[str, Any] = {
+        "multipart parse, 1-part body (us/request)": best_us(
+            lambda: parse_multipart(one, CONTENT_TYPE, 256)
+        ),
+        "multipart parse, 64-part body (us/part)": best_us(
+            lambda: parse_multipart(many, CONTENT_TYPE, 256), 64
+        ),
+        "decode 28x28 PNG, libspng (us)": best_us(lambda: pyspng.load(pngs[0])),
+        "decode 28x28 PNG, Pillow (us)": best_us(
+            lambda: np.asarray(Image.open(io.BytesIO(pngs[0])))
+        ),
+        "preprocess, reference pipeline (us/image)": best_us(
+            lambda: [preprocess(b, limits) for b in pngs[:16]], 16
+        ),
+        "decode + preprocess, 1-image request (us)": best_us(lambda: to_digits(pngs[:1], limits)),
+        "decode + preprocess, 64-image request (us/image)": best_us(
+            lambda: to_digits(pngs, limits), 64
+        ),
+    }
+    for name in ("lenet", "mnist_cnn"):
+        predictor = Predictor(
+            load_checkpoint(checkpoint_path(name, ROOT / "weights")),
+            torch.device("cpu"),
+            torch.float32,
+            64,
+        )
+        for placement in predictor.placements:
+            kind = "channels_last + oneDNN" if placement.onednn else "contiguous, no oneDNN"
+            for batch in (1, 64):
+                x = torch.from_numpy(digits[:batch]).unsqueeze(1)
+                r[f"{name} {kind}, batch {batch} (us/image)"] = best_us(
+                    lambda x=x, pl=placement, p=predictor: p._run(pl, x),
+                    batch,  # type: ignore[misc]
+                )
+    card = Loaded(
+        "lenet", 0, (1, 28, 28), "cpu", "float32", tuple("0123456789"), 0.0, 0.0, 64,
+        CheckpointCard("", "", "", "", "", ""),
+    )  # fmt: skip
+    uploads = parse_multipart(many, CONTENT_TYPE, 256)
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), 64).astype(np.float32)
+    r["JSON answer, 64 predictions (us/prediction)"] = best_us(
+        lambda: encode("lenet", card, uploads, probs, 3), 64
+    )
+    for k, v in r.items():
+        print(f"{k:<58} {v:9.1f}")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"us": r, "threads": 1, "cores": os.cpu_count(), "torch": torch.__version__},
+                indent=1,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
