@@ -1,50 +1,43 @@
 """What the service holds, as plain data: each listed model is Loaded or Unavailable.
 
 The records cross process borders (the model owner sends them to every frontend worker), so
-they are frozen dataclasses of JSON types, and this module imports neither torch nor the app.
+they are frozen dataclasses of JSON-ready values, and this module imports no torch.
 """
 
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from app.schemas import CheckpointInfo
+
 Reason = Literal["missing", "invalid", "failed"]
 
 
 @dataclass(frozen=True)
-class CheckpointCard:
-    """Where a loaded model's weights came from."""
-
-    path: str
-    sha256: str
-    created_at: str
-    train_command: str
-    torch_version: str
-    dataset_fingerprint: str
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A model that is loaded, warmed and taking requests."""
+class Listed:
+    """What the service knows of every model it lists."""
 
     name: str
     parameters: int
     input: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Loaded(Listed):
+    """A model that is loaded, warmed and taking requests."""
+
     device: str
     dtype: str
     labels: tuple[str, ...]
     test_accuracy: float
     test_loss: float
     max_batch_size: int
-    checkpoint: CheckpointCard
+    checkpoint: CheckpointInfo  # where its weights came from
 
 
 @dataclass(frozen=True)
-class Unavailable:
+class Unavailable(Listed):
     """A listed model that cannot serve, and why (with what would fix it)."""
 
-    name: str
-    parameters: int
-    input: tuple[int, int, int]
     status: Reason
     reason: str
 
@@ -54,7 +47,10 @@ Served = Loaded | Unavailable
 
 def to_json(served: Served) -> dict[str, Any]:
     """A record as JSON-ready data, tagged with its kind."""
-    return {"kind": type(served).__name__, **asdict(served)}
+    data = {"kind": type(served).__name__, **asdict(served)}
+    if isinstance(served, Loaded):
+        data["checkpoint"] = served.checkpoint.model_dump()
+    return data
 
 
 def from_json(data: dict[str, Any]) -> Served:
@@ -63,6 +59,6 @@ def from_json(data: dict[str, Any]) -> Served:
     fields["input"] = tuple(fields["input"])
     if data["kind"] == "Loaded":
         fields["labels"] = tuple(fields["labels"])
-        fields["checkpoint"] = CheckpointCard(**fields["checkpoint"])
+        fields["checkpoint"] = CheckpointInfo(**fields["checkpoint"])
         return Loaded(**fields)
     return Unavailable(**fields)

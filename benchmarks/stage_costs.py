@@ -22,12 +22,13 @@ import pyspng
 import torch
 from PIL import Image
 
-from app.catalog import CheckpointCard, Loaded
+from app.catalog import Loaded
 from app.engine.predictor import Predictor
 from app.frontend.digits import to_digits
 from app.frontend.predict import encode
 from app.frontend.preprocess import ImageLimits, preprocess
 from app.frontend.uploads import parse_multipart
+from app.schemas import CheckpointInfo
 from benchmarks.harness import ROOT
 from benchmarks.wrk import CONTENT_TYPE, digit_pngs, multipart
 from models.checkpoint import checkpoint_path, load_checkpoint
@@ -103,9 +104,10 @@ def main() -> None:
                     lambda x=x, pl=placement, p=predictor: p._run(pl, x),
                     batch,  # type: ignore[misc]
                 )
+    blank = dict.fromkeys(CheckpointInfo.model_fields, "")
     card = Loaded(
         "lenet", 0, (1, 28, 28), "cpu", "float32", tuple("0123456789"), 0.0, 0.0, 64,
-        CheckpointCard("", "", "", "", "", ""),
+        CheckpointInfo(**blank),
     )  # fmt: skip
     uploads = parse_multipart(many, CONTENT_TYPE, 256)
     probs = np.random.default_rng(0).dirichlet(np.ones(10), 64).astype(np.float32)

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from app.catalog import CheckpointCard, Loaded, Served, Unavailable
+from app.catalog import Loaded, Served, Unavailable
 from app.config import Settings
 from app.engine.api import EngineClosedError
 from app.engine.batching import BatchStats, DynamicBatcher, ModelThread
 from app.engine.predictor import Predictor
 from app.metrics import Metrics
+from app.schemas import CheckpointInfo
 from models.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from models.registry import get_input_spec, get_model, list_models
 from models.runtime import inference_dtype, resolve_device
@@ -135,7 +136,7 @@ def load_one(
         test_accuracy=meta.test_accuracy,
         test_loss=meta.test_loss,
         max_batch_size=settings.max_batch_size,
-        checkpoint=CheckpointCard(
+        checkpoint=CheckpointInfo(
             path=str(path),
             sha256=ckpt.file_sha256,
             created_at=meta.created_at,

@@ -1,14 +1,12 @@
 """GET /models and GET /models/{name}: what the service holds and where it came from."""
 
-from dataclasses import asdict
-
 from fastapi import APIRouter
 
 from app.catalog import Loaded, Served
 from app.frontend.routes.deps import ZooDep
 from app.frontend.zoo import Zoo
 from app.problems import problem_responses
-from app.schemas import CheckpointInfo, InputSpecInfo, ModelInfo, ModelList
+from app.schemas import InputSpecInfo, ModelInfo, ModelList
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -32,7 +30,7 @@ def model_info(zoo: Zoo, served: Served) -> ModelInfo:
             served.max_batch_size,
             zoo.engine.queued(served.name),
         )
-        info.checkpoint = CheckpointInfo(**asdict(served.checkpoint))
+        info.checkpoint = served.checkpoint
     return info
 
 
