@@ -8,6 +8,8 @@ DATA_DIR ?= ../shared/data
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
+CHROMIUM ?= /usr/bin/chromium
+
 .PHONY: serve test lint typecheck pytest clean
 
 $(BIN)/python:
@@ -34,7 +36,14 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-pytest: $(VENV)/.dev-installed
+# The browser tests drive Debian's Chromium: installed here when missing (root or sudo).
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the browser tests"
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium \
+	  || ($(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq \
+	      && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium)
+
+pytest: $(VENV)/.dev-installed $(CHROMIUM)
 	MNIST_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/pytest
 
 clean:

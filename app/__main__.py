@@ -73,6 +73,7 @@ def serve(layout: Layout, host: str, port: int, run_dir: Path) -> int:
             port=port,
             workers=layout.workers,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            root_path=settings.root_path,
             access_log=False,
             log_level="info",
         )

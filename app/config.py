@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="address `python -m app` listens on")
     port: int = Field(8000, ge=0, le=65535, description="port `python -m app` listens on")
+    root_path: str = Field(
+        "", description="path prefix a proxy serves the service under, e.g. /zoo (ASGI root_path)"
+    )
     engine_socket: str | None = Field(
         None,
         description="internal: the model owner's socket, set by `python -m app` for its workers",

@@ -76,4 +76,3 @@ def plan(settings: Settings, cores: int | None = None) -> Layout:
     else:
         threads = max(1, cores // 2)
     return Layout(device, engine, workers, threads)
-

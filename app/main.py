@@ -12,17 +12,26 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.config import Settings, get_settings
+from app.frontend.docs import add_docs
 from app.frontend.predict import add_predict_route
 from app.frontend.routes import health, models
 from app.frontend.uploads import BodyLimitMiddleware
 from app.frontend.zoo import Zoo
 from app.metrics import Metrics, mark_process_dead
-from app.problems import install_problem_handlers, problem_responses
+from app.openapi import install_openapi
+from app.problems import install_problem_handlers
 
 DESCRIPTION = """Classic CNNs (LeNet, AlexNet, VGG, a BatchNorm MNIST CNN) trained on MNIST,
 served with dynamic batching. Upload a digit as people have them (a phone photo, a canvas
 export with a transparent background, a black-on-white scan): it is turned into an MNIST-style
 digit before the model sees it. Errors are RFC 9457 `application/problem+json`."""
+
+
+TAGS = [
+    {"name": "predict", "description": "Classify uploaded digit images."},
+    {"name": "models", "description": "What the service holds and where it came from."},
+    {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
+]
 
 
 def create_app(settings: Settings | None = None, *, lean: bool = True) -> FastAPI:
@@ -48,14 +57,22 @@ def create_app(settings: Settings | None = None, *, lean: bool = True) -> FastAP
             mark_process_dead()
 
     app = FastAPI(
-        title="MNIST model zoo", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+        title="MNIST model zoo",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served by add_docs from local assets, not from a CDN
+        redoc_url=None,
+        openapi_tags=TAGS,
     )
     app.state.settings, app.state.metrics = settings, metrics
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    add_predict_route(app, problem_responses(400, 404, 413, 415, 422, 500, 503, 504), lean)
+    add_predict_route(app, lean)
     for router in (models.router, health.router):
         app.include_router(router)
+    add_docs(app)
+    install_openapi(app)
     return app
 
 

@@ -21,11 +21,11 @@ class Prediction(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    """Predictions in upload order."""
+    """Per uploaded image, in upload order, its prediction or the problem with that image."""
 
     model: str = Field(examples=["lenet"])
     device: str = Field(examples=["cpu"])
-    predictions: list[Prediction]
+    predictions: list["Prediction | ImageProblem"]
 
 
 class InputSpecInfo(BaseModel):
@@ -52,7 +52,12 @@ class ModelInfo(BaseModel):
 
     name: str = Field(examples=["lenet"])
     loaded: bool
-    status: str = Field(description="loaded, missing, invalid or failed", examples=["loaded"])
+    status: str = Field(
+        description="ready (loaded and warmed), missing (no checkpoint), invalid (a checkpoint "
+        "that fails validation) or failed (could not start on the device); the same words as "
+        "/health/ready",
+        examples=["ready"],
+    )
     reason: str | None = Field(None, description="why it is not loaded, and how to fix it")
     device: str | None = Field(None, examples=["cuda:0"])
     dtype: str | None = Field(None, examples=["float32"])
@@ -94,3 +99,13 @@ class Problem(BaseModel):
     title: str = Field(examples=["Unknown model"])
     status: int = Field(examples=[404])
     detail: str = Field(examples=["no model named 'resnet'; known models: lenet, mnist_cnn"])
+
+
+class ImageProblem(Problem):
+    """An uploaded image that could not be used; the request's other images were answered."""
+
+    filename: str = Field(examples=["notes.png"])
+    index: int = Field(ge=0, description="its place among the uploaded files", examples=[1])
+
+
+PredictResponse.model_rebuild()

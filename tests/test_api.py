@@ -1,6 +1,7 @@
 """The HTTP contract through the ASGI app with its lifespan run (httpx via TestClient)."""
 
 import hashlib
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -8,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from models.data import MnistSplit
+from tests.corpus import png_header
 from tests.helpers import WEIGHTS, png, settings
 
 PROBLEM = "application/problem+json"
@@ -74,8 +76,13 @@ def test_unknown_model_lists_the_known_ones(client: TestClient, digits: list) ->
 def test_model_without_checkpoint_is_503_with_the_command(client: TestClient, digits: list) -> None:
     r = client.post("/predict/vgg16", files={"files": digits[0][0]})
     body = _problem(r, 503)
-    assert "python -m models.train --model vgg16" in str(body["detail"])
-    assert r.headers["retry-after"]
+    assert body["type"] == "/problems/model-not-loaded"
+    command = str(body["detail"]).split("make it with: ")[1]
+    assert command == (
+        f"python -m models.train --model vgg16 --data-dir ../shared/data "
+        f"--out {WEIGHTS / 'vgg16.safetensors'}"
+    )
+    assert "retry-after" not in r.headers  # retrying cannot help until someone trains it
 
 
 @pytest.mark.parametrize(
@@ -85,10 +92,33 @@ def test_unsupported_media_type(client: TestClient, ctype: str, content: bytes) 
     _problem(client.post("/predict/lenet", content=content, headers={"content-type": ctype}), 415)
 
 
-def test_undecodable_image_names_the_file(client: TestClient, digits: list) -> None:
+def test_an_unusable_image_gets_a_problem_in_its_place(client: TestClient, digits: list) -> None:
     files = [("files", ("ok.png", digits[0][0])), ("files", ("broken.png", b"not an image"))]
-    body = _problem(client.post("/predict/lenet", files=files), 422)
-    assert body["filename"] == "broken.png" and "broken.png" in str(body["detail"])
+    r = client.post("/predict/lenet", files=files)
+    assert r.status_code == 200, r.text
+    good, bad = r.json()["predictions"]
+    assert good["filename"] == "ok.png" and good["label"] == str(digits[0][1])
+    assert bad == {
+        "type": "/problems/invalid-image",
+        "title": "Invalid image",
+        "status": 422,
+        "detail": "broken.png: not a recognised image (allowed formats: BMP, GIF, JPEG, PNG, "
+        "TIFF, WEBP)",
+        "filename": "broken.png",
+        "index": 1,
+    }
+
+
+def test_422_only_when_no_image_can_be_used(client: TestClient) -> None:
+    one = _problem(client.post("/predict/lenet", files={"files": ("x.png", b"nope")}), 422)
+    assert one["type"] == "/problems/invalid-image" and one["filename"] == "x.png"
+    files = [("files", ("a.png", b"nope")), ("files", ("b.gif", b"GIF89a"))]
+    many = _problem(client.post("/predict/lenet", files=files), 422)
+    assert [p["filename"] for p in many["problems"]] == ["a.png", "b.gif"]
+    assert [p["index"] for p in many["problems"]] == [0, 1]
+    assert "none of the 2 images" in str(many["detail"])
+    raw = client.post("/predict/lenet", content=b"nope", headers={"content-type": "image/png"})
+    assert _problem(raw, 422)["filename"] == "upload-0"  # one raw image keeps its 422
 
 
 def test_no_files(client: TestClient, digits: list) -> None:
@@ -121,7 +151,8 @@ def test_models_listing(client: TestClient) -> None:
     models = {m["name"]: m for m in client.get("/models").json()["models"]}
     assert list(models) == ["lenet", "mnist_cnn", "vgg16"]
     lenet = models["lenet"]
-    assert lenet["loaded"] and lenet["device"] == "cpu" and lenet["dtype"] == "float32"
+    assert lenet["loaded"] and lenet["status"] == "ready"
+    assert lenet["device"] == "cpu" and lenet["dtype"] == "float32"
     assert lenet["parameters"] == 61_610
     assert lenet["input"] == {"channels": 1, "height": 28, "width": 28}
     assert lenet["test_accuracy"] >= 0.992
@@ -166,25 +197,101 @@ def test_metrics_exposition(client: TestClient, digits: list) -> None:
 
 def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert {
-        "/predict/{model}",
-        "/models",
-        "/models/{name}",
-        "/health/live",
-        "/health/ready",
-        "/metrics",
-    } <= set(spec["paths"])
+    operations = {
+        path: {method: op["operationId"] for method, op in ops.items()}
+        for path, ops in spec["paths"].items()
+    }
+    assert operations == {
+        "/predict/{model}": {"post": "predict"},
+        "/models": {"get": "listModels"},
+        "/models/{name}": {"get": "getModel"},
+        "/health/live": {"get": "live"},
+        "/health/ready": {"get": "ready"},
+        "/metrics": {"get": "metrics"},
+    }
     predict = spec["paths"]["/predict/{model}"]["post"]
-    assert {"multipart/form-data", "image/png"} <= set(predict["requestBody"]["content"])
-    for code in ["200", "400", "404", "413", "415", "422", "503", "504"]:
-        content = predict["responses"][code]["content"]
-        assert any("example" in c for c in content.values()), code
-    assert client.get("/docs").status_code == 200
+    assert {"multipart/form-data", "application/octet-stream", "image/png"} <= set(
+        predict["requestBody"]["content"]
+    )
+    assert set(predict["responses"]) == {
+        "200",
+        "400",
+        "404",
+        "413",
+        "415",
+        "422",
+        "500",
+        "503",
+        "504",
+    }
+    # One Problem component, referenced by every error response, with the table's examples.
+    schemas = spec["components"]["schemas"]
+    assert "Problem" in schemas and "HTTPValidationError" not in schemas
+    for path, ops in spec["paths"].items():
+        for op in ops.values():
+            for code, response in op["responses"].items():
+                if code.startswith(("4", "5")) and path != "/health/ready":  # a Readiness 503
+                    content = response["content"]["application/problem+json"]
+                    assert content["schema"] == {"$ref": "#/components/schemas/Problem"}, path
+                    for example in content["examples"].values():
+                        assert example["value"]["status"] == int(code)
+    slugs_503 = set(predict["responses"]["503"]["content"]["application/problem+json"]["examples"])
+    assert slugs_503 == {"model-not-loaded", "queue-full", "shutting-down"}
+    assert "Retry-After" in predict["responses"]["503"]["headers"]
+    get_model = spec["paths"]["/models/{name}"]["get"]["responses"]
+    assert set(get_model) == {"200", "404"}  # no 422 the route never sends
+    item = schemas["PredictResponse"]["properties"]["predictions"]["items"]
+    assert {"$ref": "#/components/schemas/ImageProblem"} in item["anyOf"]
 
 
-def test_a_bad_file_in_a_big_request_is_named(client: TestClient, digits: list) -> None:
-    # 9 files decode in a worker process; the rejection must still name the right file.
+def test_every_error_the_code_raises_is_in_the_problem_table() -> None:
+    from app import errors
+    from app.problems import BY_SLUG, PROBLEMS
+
+    raised = {cls.slug for cls in vars(errors).values() if isinstance(cls, type)
+              and issubclass(cls, errors.ServiceError)}  # fmt: skip
+    assert raised <= set(BY_SLUG)
+    assert len(BY_SLUG) == len(PROBLEMS)  # slugs are unique
+    for p in PROBLEMS:
+        assert p.when and p.example and 400 <= p.status < 600
+    assert {p.slug for p in PROBLEMS if p.retry} == {"queue-full", "shutting-down"}
+
+
+def test_docs_pages_use_only_local_assets(client: TestClient) -> None:
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assert "http://" not in html and "https://" not in html, page  # no CDN, no fonts
+        for asset in re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', html):
+            r = client.get(asset)
+            assert r.status_code == 200 and len(r.content) > 1000, asset
+    assert client.get("/favicon.ico").headers["content-type"] == "image/png"
+
+
+def test_docs_pages_work_behind_a_path_prefix() -> None:
+    with TestClient(create_app(settings(models=("lenet",))), root_path="/zoo") as c:
+        html = c.get("/docs").text
+        assert "/zoo/openapi.json" in html and "/zoo/docs-assets/swagger-ui-bundle.js" in html
+        assert "/zoo/docs-assets/redoc.standalone.js" in c.get("/redoc").text
+
+
+def test_bad_files_in_a_big_request_keep_their_places(client: TestClient, digits: list) -> None:
+    # 9 files decode together; the rejections must land in the right slots.
     files = [("files", (f"d{i}.png", digits[i % len(digits)][0])) for i in range(9)]
+    files[2] = ("files", ("huge.png", png_header(60000, 60000)))
     files[7] = ("files", ("broken.jpg", b"\xff\xd8\xff truncated jpeg"))
-    body = _problem(client.post("/predict/lenet", files=files), 422)
-    assert body["filename"] == "broken.jpg" and body["index"] == 7
+    r = client.post("/predict/lenet", files=files)
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert (preds[2]["status"], preds[2]["index"], preds[2]["filename"]) == (413, 2, "huge.png")
+    assert preds[2]["type"] == "/problems/image-too-large"
+    assert (preds[7]["status"], preds[7]["index"], preds[7]["filename"]) == (422, 7, "broken.jpg")
+    others = [p for i, p in enumerate(preds) if i not in (2, 7)]
+    assert [p["label"] for p in others] == [
+        str(digits[i % len(digits)][1]) for i in range(9) if i not in (2, 7)
+    ]
+
+
+def test_the_readme_lists_every_problem_type() -> None:
+    from app.problems import markdown_table
+
+    assert markdown_table() in (WEIGHTS.parent / "README.md").read_text()

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -27,9 +28,11 @@ from models.runtime import inference_dtype, resolve_device
 log = logging.getLogger(__name__)
 
 
-def train_command(name: str) -> str:
-    """The command that makes a model's checkpoint, for 'not loaded' answers."""
-    return f"python -m models.train --model {name} --data-dir data --out {checkpoint_path(name)}"
+def train_command(name: str, weights_dir: Path) -> str:
+    """The command that makes a model's checkpoint, as the README runs it from the repository
+    root (MNIST in ../shared/data, downloaded there when the network allows)."""
+    out = checkpoint_path(name, weights_dir)
+    return f"python -m models.train --model {name} --data-dir ../shared/data --out {out}"
 
 
 def model_names(settings: Settings) -> list[str]:
@@ -87,15 +90,15 @@ def load_one(
         return Unavailable(name, parameters, spec, status, reason)  # type: ignore[arg-type]
 
     if not path.is_file():
-        return unavailable(
-            "missing", f"no checkpoint at {path}; make it with: {train_command(name)}"
-        )
+        make = train_command(name, settings.weights_dir)
+        return unavailable("missing", f"no checkpoint at {path}; make it with: {make}")
     started = time.perf_counter()
     try:
         ckpt = load_checkpoint(path, expect_architecture=name)
     except CheckpointError as exc:
         log.error("refusing %s: %s", name, exc)
-        return unavailable("invalid", f"{exc}; remake it with: {train_command(name)}")
+        remake = train_command(name, settings.weights_dir)
+        return unavailable("invalid", f"{exc}; remake it with: {remake}")
     dtype = inference_dtype(device, settings.dtype)
     try:
         predictor = Predictor(ckpt, device, dtype, settings.max_batch_size)

@@ -8,14 +8,9 @@ answers with orjson, skipping the dependency, form and validation machinery. Bot
 :func:`answer` for everything past the parsing, and tests send the same requests to both.
 """
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-import numpy as np
-import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -23,32 +18,29 @@ from fastapi.routing import APIRoute
 from pydantic import Field, TypeAdapter, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from app.catalog import Loaded
-from app.frontend.digits import Rejection, plain_gray_png, to_digits
-from app.frontend.preprocess import ImageLimits
+from app.errors import ServiceError
+from app.frontend.answer import answer
 from app.frontend.uploads import (
     Upload,
+    is_raw_image,
     media_type,
     parse_multipart,
     raw_image,
     read_uploads,
     unsupported,
 )
-from app.frontend.zoo import Zoo
-from app.metrics import Metrics
-from app.problems import ProblemError, problem_response, validation_problem
+from app.problems import problem_response, problem_responses, validation_error
 from app.schemas import PredictResponse
 
 TOP_K_DEFAULT, TOP_K_MAX = 3, 10
 _TOP_K = TypeAdapter(Annotated[int, Field(ge=1, le=TOP_K_MAX)])
-# Requests whose images are all small plain PNGs with at most this many pixels in total decode
-# on the event loop (tens of microseconds each); anything bigger decodes in a thread.
-INLINE_PIXELS = 256 * 28 * 28
 
 _IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
 REQUEST_BODY: dict[str, Any] = {
     "required": True,
-    "description": "One or more images as multipart parts named `files`, or one raw image.",
+    "description": "One or more images as multipart parts named `files`, or one image as the "
+    "raw body (`image/*` or `application/octet-stream`; its name from the `X-Filename` header "
+    "or the `filename` query parameter).",
     "content": {
         "multipart/form-data": {
             "schema": {
@@ -66,6 +58,7 @@ REQUEST_BODY: dict[str, Any] = {
         "image/png": _IMAGE_BODY,
         "image/jpeg": _IMAGE_BODY,
         "image/*": _IMAGE_BODY,
+        "application/octet-stream": _IMAGE_BODY,
     },
 }
 EXAMPLE = {
@@ -93,89 +86,18 @@ EXAMPLE = {
                 {"label": "2", "probability": 0.0011},
                 {"label": "9", "probability": 0.0005},
             ],
-        }
+        },
+        {
+            "type": "/problems/invalid-image",
+            "title": "Invalid image",
+            "status": 422,
+            "detail": "notes.png: not a recognised image (allowed formats: BMP, GIF, JPEG, PNG, "
+            "TIFF, WEBP)",
+            "filename": "notes.png",
+            "index": 1,
+        },
     ],
 }
-
-
-def _rejected(uploads: list[Upload], rejection: Rejection) -> ProblemError:
-    """The problem for an upload that could not be used, naming the file."""
-    up = uploads[rejection.index]
-    invalid = rejection.status_code == 422
-    return ProblemError(
-        rejection.status_code,
-        f"{up.filename}: {rejection.detail}",
-        slug="invalid-image" if invalid else None,
-        title="Invalid image" if invalid else None,
-        filename=up.filename,
-        index=rejection.index,
-    )
-
-
-def _decode_inline(uploads: list[Upload]) -> bool:
-    """Whether every image is a small plain PNG: cheaper to decode than to hand to a thread."""
-    pixels = 0
-    for up in uploads:
-        size = plain_gray_png(up.data)
-        if size is None:
-            return False
-        pixels += size[0] * size[1]
-    return pixels <= INLINE_PIXELS
-
-
-def encode(model: str, card: Loaded, uploads: list[Upload], probs: np.ndarray, top_k: int) -> bytes:
-    """The 200 body: per image its label, confidence, probabilities and top k, in order."""
-    labels = card.labels
-    order = np.argsort(-probs, axis=1, kind="stable")[:, : min(top_k, probs.shape[1])].tolist()
-    rows = probs.tolist()
-    predictions = [
-        {
-            "filename": up.filename,
-            "label": labels[top[0]],
-            "confidence": row[top[0]],
-            "probabilities": row,
-            "top_k": [{"label": labels[j], "probability": row[j]} for j in top],
-        }
-        for up, row, top in zip(uploads, rows, order, strict=True)
-    ]
-    return orjson.dumps({"model": model, "device": card.device, "predictions": predictions})
-
-
-async def answer(
-    zoo: Zoo,
-    metrics: Metrics,
-    model: str,
-    read: Callable[[], Awaitable[list[Upload]]],
-    top_k: int,
-) -> bytes:
-    """Everything past the parsing: model lookup, uploads, queue check, decode, classify, JSON."""
-    started = time.perf_counter()
-    label = model if model in zoo.models else "_unknown"  # bounded label cardinality
-    status, n_images = 500, 0
-    try:
-        card = zoo.get(model)
-        uploads = await read()
-        n_images = len(uploads)
-        zoo.check_room(model, n_images)  # a full queue refuses before any decoding
-        limits = ImageLimits(max_pixels=zoo.settings.max_image_pixels)
-        datas = [up.data for up in uploads]
-        if _decode_inline(uploads):
-            digits, rejections = to_digits(datas, limits)
-        else:
-            digits, rejections = await asyncio.to_thread(to_digits, datas, limits)
-        if rejections:
-            raise _rejected(uploads, rejections[0])
-        probs = await zoo.classify(model, digits)
-        body = encode(model, card, uploads, probs, top_k)
-        status = 200
-        return body
-    except ProblemError as exc:
-        status = exc.status
-        raise
-    finally:
-        metrics.requests.labels(label, str(status)).inc()
-        metrics.images.labels(label, str(status)).inc(n_images)
-        metrics.request_latency.labels(label).observe(time.perf_counter() - started)
 
 
 async def predict(
@@ -206,7 +128,7 @@ def _top_k(query_string: bytes) -> int:
         return _TOP_K.validate_python(raw)
     except ValidationError as exc:
         errors = [{**e, "loc": ("query", "top_k", *e["loc"])} for e in exc.errors()]
-        raise validation_problem(RequestValidationError(errors)) from None
+        raise validation_error(RequestValidationError(errors)) from None
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -231,7 +153,7 @@ class LeanPredict:
 
         async def read() -> list[Upload]:
             media = media_type(content_type)
-            if media.startswith("image/"):
+            if is_raw_image(media):
                 name = headers.get(b"x-filename", b"").decode("latin-1") or None
                 if name is None:
                     qs = scope["query_string"].decode("latin-1")
@@ -247,7 +169,7 @@ class LeanPredict:
             body = await answer(
                 state.zoo, state.metrics, scope["path_params"]["model"], read, top_k
             )
-        except ProblemError as exc:
+        except ServiceError as exc:
             await problem_response(exc)(scope, receive, send)
             return
         await send(
@@ -271,7 +193,26 @@ class LeanRoute(APIRoute):
         self.app = LeanPredict()
 
 
-def add_predict_route(app: FastAPI, responses: dict[int | str, dict[str, Any]], lean: bool) -> None:
+PROBLEMS = (
+    "malformed-multipart",
+    "unknown-model",
+    "content-too-large",
+    "image-too-large",
+    "unsupported-media-type",
+    "invalid-request",
+    "no-files",
+    "too-many-files",
+    "invalid-image",
+    "inference-failed",
+    "internal-error",
+    "model-not-loaded",
+    "queue-full",
+    "shutting-down",
+    "inference-timeout",
+)
+
+
+def add_predict_route(app: FastAPI, lean: bool) -> None:
     """Add POST /predict/{model}, served by the lean path unless ``lean`` is False."""
     app.router.add_api_route(
         "/predict/{model}",
@@ -281,9 +222,15 @@ def add_predict_route(app: FastAPI, responses: dict[int | str, dict[str, Any]], 
         summary="Classify uploaded digit images",
         description="Each image is turned into an MNIST-style digit (any polarity, size, "
         "position, transparency or orientation), queued with other requests' images, and "
-        "classified in dynamic batches. Predictions come back in upload order.",
+        "classified in dynamic batches. Answers come back in upload order: a prediction per "
+        "image, or, for an image that could not be used, a problem object naming the file "
+        "and its index. The request fails (422) only when no image could be used.",
+        operation_id="predict",
         openapi_extra={"requestBody": REQUEST_BODY},
-        responses={200: {"content": {"application/json": {"example": EXAMPLE}}}, **responses},
+        responses={
+            200: {"content": {"application/json": {"example": EXAMPLE}}},
+            **problem_responses(*PROBLEMS),
+        },
         tags=["predict"],
         route_class_override=LeanRoute if lean else APIRoute,
     )

@@ -16,7 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.problems import ProblemError, problem_response
+from app import errors
+from app.problems import problem_response
 
 MAX_FILENAME = 255
 MAX_FIELD_BYTES = 1024 * 1024  # a non-file part; Starlette's limit too
@@ -30,13 +31,9 @@ class Upload:
     data: bytes
 
 
-def _too_large(limit: int) -> ProblemError:
-    return ProblemError(
-        413,
-        f"request body exceeds the {limit}-byte limit (MAX_UPLOAD_BYTES)",
-        slug="content-too-large",
-        limit_bytes=limit,
-    )
+def _too_large(limit: int) -> errors.BodyTooLarge:
+    detail = f"request body exceeds the {limit}-byte limit (MAX_UPLOAD_BYTES)"
+    return errors.BodyTooLarge(detail, limit_bytes=limit)
 
 
 class BodyLimitMiddleware:
@@ -77,38 +74,32 @@ def media_type(content_type: str) -> str:
     return content_type.split(";")[0].strip().lower()
 
 
+def is_raw_image(media: str) -> bool:
+    """Whether a body of this media type is one image (image/*, or plain octets)."""
+    return media.startswith("image/") or media == "application/octet-stream"
+
+
 def raw_image(body: bytes, name: str | None) -> list[Upload]:
     """The one image of an ``image/*`` body."""
     if not body:
-        raise ProblemError(
-            422,
-            "the request body is empty: send the image bytes",
-            slug="no-files",
-            title="No files",
-        )
+        raise errors.NoFiles("the request body is empty: send the image bytes")
     return [Upload(_filename(name, 0), body)]
 
 
-def unsupported(media: str) -> ProblemError:
+def unsupported(media: str) -> errors.UnsupportedMediaType:
     """The 415 for a body that is neither multipart nor an image."""
-    return ProblemError(
-        415,
+    return errors.UnsupportedMediaType(
         f"unsupported content type {media or '(none)'!r}: send "
-        "multipart/form-data with parts named 'files', or one image as image/*",
-        slug="unsupported-media-type",
+        "multipart/form-data with parts named 'files', or one image as image/* "
+        "(or application/octet-stream)"
     )
 
 
-def _multipart_problem(message: str, max_files: int) -> ProblemError:
+def _multipart_problem(message: str, max_files: int) -> errors.ServiceError:
     if message.startswith(("Too many files", "Too many fields")):
-        return ProblemError(
-            422,
-            f"too many files: at most {max_files} per request (MAX_FILES)",
-            slug="too-many-files",
-            title="Too many files",
-            max_files=max_files,
-        )
-    return ProblemError(400, f"malformed multipart body: {message}", slug="malformed-multipart")
+        detail = f"too many files: at most {max_files} per request (MAX_FILES)"
+        return errors.TooManyFiles(detail, max_files=max_files)
+    return errors.MalformedMultipart(f"malformed multipart body: {message}")
 
 
 def _files(parts: list[tuple[str, str | None, bytes]]) -> list[Upload]:
@@ -120,12 +111,9 @@ def _files(parts: list[tuple[str, str | None, bytes]]) -> list[Upload]:
     ]
     if not files:
         got = sorted({name for name, _, _ in parts})
-        raise ProblemError(
-            422,
+        raise errors.NoFiles(
             "no files: send one or more parts named 'files'"
-            + (f" (got parts named {', '.join(map(repr, got))})" if got else ""),
-            slug="no-files",
-            title="No files",
+            + (f" (got parts named {', '.join(map(repr, got))})" if got else "")
         )
     return [Upload(_filename(filename, i), data) for i, (filename, data) in enumerate(files)]
 
@@ -231,7 +219,7 @@ def parse_multipart(body: bytes, content_type: str, max_files: int) -> list[Uplo
 async def read_uploads(request: Request, max_files: int) -> list[Upload]:
     """The images of a request through Starlette's parsers (FastAPI's documented behaviour)."""
     media = media_type(request.headers.get("content-type", ""))
-    if media.startswith("image/"):
+    if is_raw_image(media):
         name = request.headers.get("x-filename") or request.query_params.get("filename")
         return raw_image(await request.body(), name)
     if media != "multipart/form-data":

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from app import errors
 from app.catalog import Loaded, Served, Unavailable
 from app.config import Settings
 from app.engine.api import Engine, EngineClosedError, InferenceError, QueueFullError
@@ -21,11 +22,9 @@ from app.engine.client import RemoteEngine
 from app.engine.wire import shm_dir
 from app.layout import plan
 from app.metrics import Metrics
-from app.problems import ProblemError
 
 if TYPE_CHECKING:
     from app.engine.owner import OwnerProcess
-
 
 
 def slab_slots(settings: Settings) -> int:
@@ -83,47 +82,30 @@ class Zoo:
         served = self.models.get(name)
         if served is None:
             shown = name if len(name) <= 64 else name[:64] + "..."
-            raise ProblemError(
-                404,
+            raise errors.UnknownModel(
                 f"no model named {shown!r}; known models: {', '.join(self.models)}",
-                slug="unknown-model",
-                title="Unknown model",
                 known_models=list(self.models),
             )
         return served
 
-    def shutting_down(self) -> ProblemError:
-        """The 503 for requests that arrive while the service stops."""
-        return ProblemError(
-            503,
-            "the service is shutting down",
-            slug="shutting-down",
-            headers={"Retry-After": str(self.settings.retry_after_s)},
+    def shutting_down(self) -> errors.ShuttingDown:
+        """The 503 for requests that arrive while the service stops (another replica can help)."""
+        return errors.ShuttingDown(
+            "the service is shutting down", retry_after=self.settings.retry_after_s
         )
 
     def get(self, name: str) -> Loaded:
-        """The named model, ready to take work, or the problem that says why not."""
+        """The named model, ready to take work, or the error that says why not."""
         served = self.lookup(name)
         if not self.accepting or not self.engine.alive:
             raise self.shutting_down()
-        if isinstance(served, Unavailable):
-            raise ProblemError(
-                503,
-                f"model {name!r} is not loaded: {served.reason}",
-                slug="model-not-loaded",
-                title="Model not loaded",
-                headers={"Retry-After": "60"},
-            )
+        if isinstance(served, Unavailable):  # no Retry-After: retrying cannot help
+            raise errors.ModelNotLoaded(f"model {name!r} is not loaded: {served.reason}")
         return served
 
-    def _queue_full(self, detail: str) -> ProblemError:
+    def _queue_full(self, detail: str) -> errors.QueueFull:
         retry = self.settings.retry_after_s
-        return ProblemError(
-            503,
-            f"{detail}; retry after {retry} s",
-            slug="queue-full",
-            headers={"Retry-After": str(retry)},
-        )
+        return errors.QueueFull(f"{detail}; retry after {retry} s", retry_after=retry)
 
     def check_room(self, name: str, n: int) -> None:
         """503 now, before any decoding, when ``n`` more images would not fit the queue."""
@@ -132,7 +114,7 @@ class Zoo:
             raise self._queue_full(f"{name} queue is full ({queued} of {limit} images waiting)")
 
     async def classify(self, name: str, digits: np.ndarray) -> np.ndarray:
-        """Probabilities for ``digits``, or the problem (503, 504, 500) that says why not."""
+        """Probabilities for ``digits``, or the error (503, 504, 500) that says why not."""
         timeout = self.settings.request_timeout_s
         try:
             async with asyncio.timeout(timeout):
@@ -142,17 +124,12 @@ class Zoo:
         except EngineClosedError:
             raise self.shutting_down() from None
         except TimeoutError:
-            raise ProblemError(
-                504, f"no answer from {name} within {timeout} s", slug="inference-timeout"
-            ) from None
+            raise errors.InferenceTimeout(f"no answer from {name} within {timeout} s") from None
         except InferenceError as exc:
-            raise ProblemError(500, str(exc), slug="inference-failed") from None
+            raise errors.InferenceFailed(str(exc)) from None
         except Exception as exc:  # the model raised in this process: only this batch failed
-            raise ProblemError(
-                500,
-                f"inference failed for this batch: {type(exc).__name__}",
-                slug="inference-failed",
-            ) from None
+            detail = f"inference failed for this batch: {type(exc).__name__}"
+            raise errors.InferenceFailed(detail) from None
 
     @property
     def ready(self) -> bool:

@@ -11,7 +11,9 @@ from app.schemas import Liveness, Readiness
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health/live", response_model=Liveness, summary="The process is up")
+@router.get(
+    "/health/live", response_model=Liveness, summary="The process is up", operation_id="live"
+)
 async def live() -> Liveness:
     """Always 200 while the process serves HTTP."""
     return Liveness(status="alive")
@@ -21,6 +23,7 @@ async def live() -> Liveness:
     "/health/ready",
     response_model=Readiness,
     summary="Ready to serve predictions",
+    operation_id="ready",
     responses={503: {"model": Readiness, "description": "still loading, or stopping"}},
 )
 async def ready(zoo: ZooDep) -> JSONResponse:
@@ -35,6 +38,7 @@ async def ready(zoo: ZooDep) -> JSONResponse:
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
+    operation_id="metrics",
     response_class=Response,
     responses={
         200: {

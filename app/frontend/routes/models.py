@@ -17,7 +17,7 @@ def model_info(zoo: Zoo, served: Served) -> ModelInfo:
     info = ModelInfo(
         name=served.name,
         loaded=isinstance(served, Loaded),
-        status="loaded" if isinstance(served, Loaded) else served.status,
+        status="ready" if isinstance(served, Loaded) else served.status,
         reason=None if isinstance(served, Loaded) else served.reason,
         parameters=served.parameters,
         input=InputSpecInfo(channels=channels, height=height, width=width),
@@ -34,7 +34,12 @@ def model_info(zoo: Zoo, served: Served) -> ModelInfo:
     return info
 
 
-@router.get("", response_model=ModelList, summary="List every model, loaded or not")
+@router.get(
+    "",
+    response_model=ModelList,
+    summary="List every model, loaded or not",
+    operation_id="listModels",
+)
 async def list_models(zoo: ZooDep) -> ModelList:
     """Every model this service lists; one without a checkpoint shows as not loaded."""
     return ModelList(models=[model_info(zoo, m) for m in zoo.models.values()])
@@ -44,7 +49,8 @@ async def list_models(zoo: ZooDep) -> ModelList:
     "/{name}",
     response_model=ModelInfo,
     summary="Describe one model",
-    responses=problem_responses(404),
+    operation_id="getModel",
+    responses=problem_responses("unknown-model"),
 )
 async def get_model_info(name: str, zoo: ZooDep) -> ModelInfo:
     """One model: status, device, dtype, parameters, input, accuracy, checkpoint and sha256."""

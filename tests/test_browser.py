@@ -1,0 +1,105 @@
+"""The docs pages in a real browser (Chromium, driven by Playwright), on a live service, offline.
+
+Chromium is Debian's (``make test`` installs the package when missing); Playwright downloads
+no browser of its own. Every request the pages make must succeed: the service serves every
+asset itself.
+"""
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from models.data import MnistSplit
+from tests.helpers import png
+from tests.server import GRACEFUL, Server, start_service, stop_server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As a headless browser on a closed network should run: no calls home, no GPU.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    s = start_service(MODELS="lenet", WORKERS="1")
+    yield s
+    assert stop_server(s) in GRACEFUL
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+class Watched:
+    """A page whose failed requests and console errors are collected."""
+
+    def __init__(self, page: Page) -> None:
+        self.page, self.failed, self.errors = page, [], []
+        page.on("requestfailed", lambda r: self.failed.append(r.url))
+        page.on("response", lambda r: self.failed.append(r.url) if r.status >= 400 else None)
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+
+
+@pytest.fixture
+def watched(browser: Browser) -> Iterator[Watched]:
+    page = browser.new_page()
+    yield Watched(page)
+    page.close()
+
+
+def test_swagger_ui_renders_every_operation_and_tries_predict(
+    server: Server, watched: Watched, mnist_test: MnistSplit, tmp_path: Path
+) -> None:
+    page = watched.page
+    page.goto(f"{server.url}/docs")
+    page.wait_for_selector(".opblock")
+    ids = [page.locator(".opblock").nth(i).get_attribute("id") for i in range(6)]
+    assert page.locator(".opblock").count() == 6
+    assert ids == [
+        "operations-predict-predict",
+        "operations-models-listModels",
+        "operations-models-getModel",
+        "operations-health-live",
+        "operations-health-ready",
+        "operations-health-metrics",
+    ]
+    seven = tmp_path / "seven.png"
+    seven.write_bytes(png(mnist_test.images[0, 0].numpy()))
+    op = page.locator("#operations-predict-predict")
+    op.locator(".opblock-summary").click()
+    op.get_by_role("button", name="Try it out").click()
+    op.locator('tr[data-param-name="model"] input').fill("lenet")
+    op.locator('input[type="file"]').first.set_input_files(str(seven))
+    op.get_by_role("button", name="Execute").click()
+    live = op.locator(".live-responses-table tbody tr.response").first
+    live.wait_for()
+    assert live.locator(".response-col_status").inner_text().strip() == "200"
+    body = live.locator("pre.microlight").first.inner_text()
+    assert '"filename": "seven.png"' in body and '"label": "7"' in body
+    assert watched.failed == [] and watched.errors == []
+
+
+def test_redoc_renders_offline(server: Server, watched: Watched) -> None:
+    page = watched.page
+    page.goto(f"{server.url}/redoc")
+    page.wait_for_selector("h1")
+    assert page.locator("h1").first.inner_text().startswith("MNIST model zoo")
+    for operation in ("predict", "listModels", "getModel", "live", "ready", "metrics"):
+        page.wait_for_selector(f'[data-section-id="operation/{operation}"]')
+    page.wait_for_load_state("networkidle")
+    assert watched.failed == [] and watched.errors == []
