@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from app.config import Settings, get_settings
 from app.frontend.docs import add_docs
+from app.frontend.page import add_page
 from app.frontend.predict import add_predict_route
 from app.frontend.routes import health, models
 from app.frontend.uploads import BodyLimitMiddleware
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, *, lean: bool = True) -> FastAP
     for router in (models.router, health.router):
         app.include_router(router)
     add_docs(app)
+    add_page(app)
     install_openapi(app)
     return app
 

@@ -18,6 +18,11 @@ class Prediction(BaseModel):
     confidence: float = Field(ge=0, le=1, description="its probability", examples=[0.998])
     probabilities: list[float] = Field(description="one per class, in label order (0-9)")
     top_k: list[TopK]
+    digit: str | None = Field(
+        None,
+        description="with include=digit: the 28x28 digit the model saw, a base64 PNG "
+        "(white ink on black, as MNIST)",
+    )
 
 
 class PredictResponse(BaseModel):

@@ -1,12 +1,18 @@
 """The HTTP contract through the ASGI app with its lifespan run (httpx via TestClient)."""
 
+import base64
 import hashlib
+import io
 import re
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
+from app.frontend.digits import to_digits
+from app.frontend.preprocess import ImageLimits
 from app.main import create_app
 from models.data import MnistSplit
 from tests.corpus import png_header
@@ -295,3 +301,22 @@ def test_the_readme_lists_every_problem_type() -> None:
     from app.problems import markdown_table
 
     assert markdown_table() in (WEIGHTS.parent / "README.md").read_text()
+
+
+def test_include_digit_returns_what_the_model_saw(
+    client: TestClient, mnist_test: MnistSplit
+) -> None:
+    x = mnist_test.images[0, 0].numpy()
+    big_dark = np.asarray(Image.fromarray(255 - x).resize((280, 280)))  # a scan, not MNIST-shaped
+    files = [("files", ("mnist.png", png(x))), ("files", ("scan.png", png(big_dark)))]
+    r = client.post("/predict/lenet?include=digit", files=files)
+    assert r.status_code == 200, r.text
+    seen = [
+        np.asarray(Image.open(io.BytesIO(base64.b64decode(p["digit"]))))
+        for p in r.json()["predictions"]
+    ]
+    assert seen[0].shape == (28, 28) and seen[0].dtype == np.uint8
+    assert np.array_equal(seen[0], x)  # an MNIST digit reaches the model as it is
+    assert np.array_equal(seen[1], to_digits([png(big_dark)], ImageLimits())[0][0])
+    plain = client.post("/predict/lenet", files=files).json()["predictions"]
+    assert all("digit" not in p for p in plain)  # only when asked

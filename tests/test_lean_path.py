@@ -78,6 +78,10 @@ def _requests(seven: bytes, two: bytes) -> dict[str, dict[str, Any]]:
             for v in ("0", "11", "-1", "abc", "1.5", "", "1e1")
         },
         "unknown query parameter": {"url": "/predict/lenet?x=1", "files": files},
+        "include digit": {"url": "/predict/lenet?include=digit", "files": files},
+        "include something else": {"url": "/predict/lenet?include=x", "files": files},
+        "include empty": {"url": "/predict/lenet?include=", "files": files},
+        "two bad parameters": {"url": "/predict/lenet?include=x&top_k=0", "files": files},
         "unicode filename": {
             "content": _multipart([(_file("files", "zéro.png"), seven)]),
             "headers": {"content-type": mp},

@@ -6,12 +6,15 @@ that one image could not be used; 422 only when no image could.
 """
 
 import asyncio
+import base64
+import io
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 import orjson
+from PIL import Image
 
 from app import errors
 from app.catalog import Loaded
@@ -64,6 +67,13 @@ def _decode_inline(uploads: list[Upload]) -> bool:
     return pixels <= INLINE_PIXELS
 
 
+def digit_png(digit: np.ndarray) -> str:
+    """A 28x28 uint8 digit as a base64 PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(digit).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def encode(
     model: str,
     card: Loaded,
@@ -71,12 +81,15 @@ def encode(
     probs: np.ndarray,
     top_k: int,
     rejections: list[Rejection] | None = None,
+    digits: np.ndarray | None = None,
 ) -> bytes:
-    """The 200 body: per image its label, confidence, probabilities and top k, or its problem,
-    in upload order (``probs`` has a row per usable image)."""
+    """The 200 body: per image its label, confidence, probabilities and top k (and, given
+    ``digits``, the digit the model saw), or its problem, in upload order (``probs`` and
+    ``digits`` have a row per usable image)."""
     labels = card.labels
     order = np.argsort(-probs, axis=1, kind="stable")[:, : min(top_k, probs.shape[1])].tolist()
     rows = iter(zip(probs.tolist(), order, strict=True))
+    seen = iter(digits) if digits is not None else None
     rejected = {r.index: r for r in rejections or []}
     predictions = []
     for i, up in enumerate(uploads):
@@ -84,15 +97,16 @@ def encode(
             predictions.append(image_problem(uploads, rejected[i]))
             continue
         row, top = next(rows)
-        predictions.append(
-            {
-                "filename": up.filename,
-                "label": labels[top[0]],
-                "confidence": row[top[0]],
-                "probabilities": row,
-                "top_k": [{"label": labels[j], "probability": row[j]} for j in top],
-            }
-        )
+        prediction = {
+            "filename": up.filename,
+            "label": labels[top[0]],
+            "confidence": row[top[0]],
+            "probabilities": row,
+            "top_k": [{"label": labels[j], "probability": row[j]} for j in top],
+        }
+        if seen is not None:
+            prediction["digit"] = digit_png(next(seen))
+        predictions.append(prediction)
     return orjson.dumps({"model": model, "device": card.device, "predictions": predictions})
 
 
@@ -102,6 +116,8 @@ async def answer(
     model: str,
     read: Callable[[], Awaitable[list[Upload]]],
     top_k: int,
+    *,
+    include_digit: bool = False,
 ) -> bytes:
     """Everything past the parsing: model lookup, uploads, queue check, decode, classify, JSON."""
     started = time.perf_counter()
@@ -123,7 +139,9 @@ async def answer(
         if rejections:
             digits = np.delete(digits, [r.index for r in rejections], axis=0)
         probs = await zoo.classify(model, digits)
-        body = encode(model, card, uploads, probs, top_k, rejections)
+        body = encode(
+            model, card, uploads, probs, top_k, rejections, digits if include_digit else None
+        )
         status = 200
         return body
     except errors.ServiceError as exc:

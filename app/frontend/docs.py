@@ -29,8 +29,10 @@ REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
 @functools.cache
 def _redoc_bundle() -> bytes:
     # Relative to the page (.../redoc), so it resolves under any root_path.
-    return (ASSET_DIR / "redoc.standalone.js").read_bytes().replace(
-        REDOC_LOGO, b"docs-assets/favicon.png"
+    return (
+        (ASSET_DIR / "redoc.standalone.js")
+        .read_bytes()
+        .replace(REDOC_LOGO, b"docs-assets/favicon.png")
     )
 
 

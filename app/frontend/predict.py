@@ -8,7 +8,7 @@ answers with orjson, skipping the dependency, form and validation machinery. Bot
 :func:`answer` for everything past the parsing, and tests send the same requests to both.
 """
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Query, Request
@@ -33,7 +33,12 @@ from app.problems import problem_response, problem_responses, validation_error
 from app.schemas import PredictResponse
 
 TOP_K_DEFAULT, TOP_K_MAX = 3, 10
-_TOP_K = TypeAdapter(Annotated[int, Field(ge=1, le=TOP_K_MAX)])
+Include = Literal["digit"]
+# The query parameters as the endpoint declares them: (type, default), in declaration order.
+_QUERY: dict[str, tuple[TypeAdapter[Any], Any]] = {
+    "top_k": (TypeAdapter(Annotated[int, Field(ge=1, le=TOP_K_MAX)]), TOP_K_DEFAULT),
+    "include": (TypeAdapter(Include | None), None),
+}
 
 _IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
 REQUEST_BODY: dict[str, Any] = {
@@ -106,6 +111,13 @@ async def predict(
     top_k: Annotated[
         int, Query(ge=1, le=TOP_K_MAX, description="how many labels to rank")
     ] = TOP_K_DEFAULT,
+    include: Annotated[
+        Include | None,
+        Query(
+            description="`digit`: add to each prediction the 28x28 digit the model saw, as a "
+            "base64 PNG, to tell a preprocessing miss from a model miss"
+        ),
+    ] = None,
 ) -> Response:
     """Classify the uploaded images with ``model``."""
     state = request.app.state
@@ -115,20 +127,26 @@ async def predict(
         model,
         lambda: read_uploads(request, state.settings.max_files),
         top_k,
+        include_digit=include == "digit",
     )
     return Response(body, media_type="application/json")
 
 
-def _top_k(query_string: bytes) -> int:
-    """``top_k`` from the query, validated exactly as FastAPI validates the declared parameter."""
-    raw = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)).get("top_k")
-    if raw is None:
-        return TOP_K_DEFAULT
-    try:
-        return _TOP_K.validate_python(raw)
-    except ValidationError as exc:
-        errors = [{**e, "loc": ("query", "top_k", *e["loc"])} for e in exc.errors()]
-        raise validation_error(RequestValidationError(errors)) from None
+def _query(query_string: bytes) -> dict[str, Any]:
+    """The query parameters, validated exactly as FastAPI validates the declared ones."""
+    raw = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+    values, errors = {}, []
+    for name, (adapter, default) in _QUERY.items():
+        if name not in raw:
+            values[name] = default
+            continue
+        try:
+            values[name] = adapter.validate_python(raw[name])
+        except ValidationError as exc:
+            errors += [{**e, "loc": ("query", name, *e["loc"])} for e in exc.errors()]
+    if errors:
+        raise validation_error(RequestValidationError(errors))
+    return values
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -165,9 +183,14 @@ class LeanPredict:
             return parse_multipart(await _read_body(receive), content_type, settings.max_files)
 
         try:
-            top_k = _top_k(scope["query_string"])
+            query = _query(scope["query_string"])
             body = await answer(
-                state.zoo, state.metrics, scope["path_params"]["model"], read, top_k
+                state.zoo,
+                state.metrics,
+                scope["path_params"]["model"],
+                read,
+                query["top_k"],
+                include_digit=query["include"] == "digit",
             )
         except ServiceError as exc:
             await problem_response(exc)(scope, receive, send)
