@@ -226,3 +226,12 @@ def test_parameters_are_validated(kw: dict[str, float]) -> None:
     args.update(kw)
     with pytest.raises(ValueError):
         DynamicBatcher(Recorder(), **args)  # type: ignore[arg-type]
+
+
+async def test_stop_ends_the_worker_task() -> None:
+    b = _batcher(Recorder())
+    await b.submit(_x(1))
+    worker = b._worker
+    assert worker is not None and not worker.done()
+    await b.stop()
+    assert worker.done()

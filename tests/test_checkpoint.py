@@ -240,3 +240,51 @@ def test_no_pickle_anywhere_in_the_project() -> None:
 def test_checkpoints_are_readable_by_other_users(tmp_path: Path) -> None:
     path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
     assert path.stat().st_mode & 0o044 == 0o044  # a server running as another user can load it
+
+
+def test_loading_keeps_every_metadata_field_as_written(tmp_path: Path) -> None:
+    meta = _meta(test_loss=0.0312, seed=7, dataset_fingerprint="cafe")
+    path = save_checkpoint(get_model("lenet"), meta, tmp_path / "deep" / "er" / "l.safetensors")
+    loaded = load_checkpoint(path)
+    assert loaded.meta == meta  # every field, created_at and torch_version included
+    assert loaded.path == path
+
+
+def test_constructor_arguments_are_honoured(tmp_path: Path) -> None:
+    five = [str(d) for d in range(5)]
+    meta = _meta(arch_kwargs={"num_classes": 5}, labels=five)
+    path = save_checkpoint(get_model("lenet", num_classes=5), meta, tmp_path / "l.safetensors")
+    assert load_checkpoint(path).model.classifier[-1].out_features == 5
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "ok"), [(0.0, True), (1.0, True), (-0.01, False), (1.01, False)]
+)
+def test_accuracy_bounds(tmp_path: Path, accuracy: float, ok: bool) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(test_accuracy=accuracy), tmp_path / "l.st")
+    if ok:
+        assert load_checkpoint(path).meta.test_accuracy == accuracy
+    else:
+        with pytest.raises(CheckpointError, match="not a fraction"):
+            load_checkpoint(path)
+
+
+@pytest.mark.parametrize("std", [0.0, -0.3])
+def test_normalisation_std_must_be_positive(tmp_path: Path, std: float) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(std=std), tmp_path / "l.st")
+    with pytest.raises(CheckpointError, match="std"):
+        load_checkpoint(path)
+
+
+def test_an_upgraded_file_keeps_no_trace_of_format_1(tmp_path: Path) -> None:
+    path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
+    tensors, meta = _raw(path)
+    old = {k: v for k, v in meta.items() if k != DIGESTS}
+    old.update(format_version="1", tensors_sha256=tensors_digest(tensors))
+    save_file(tensors, str(path), metadata=old)
+    upgrade(path)
+    _, new = _raw(path)
+    assert "tensors_sha256" not in new and new["format_version"] == "2"
+    assert {k: v for k, v in new.items() if k != DIGESTS} == {
+        k: v for k, v in meta.items() if k != DIGESTS
+    }
