@@ -103,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     if args.workers is not None:
         settings = settings.model_copy(update={"workers": args.workers})
+    try:
+        settings.keys()  # here, once: a worker that cannot read them would be respawned forever
+    except ValueError as exc:
+        print(f"python -m app: {exc}", file=sys.stderr)
+        return 2
     layout = plan(settings)
     run_dir = Path(tempfile.mkdtemp(prefix="zoo-", dir=shm_dir()))
     log.info("run folder %s (sockets, shared memory, metrics); removed on exit", run_dir)

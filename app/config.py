@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -58,6 +58,21 @@ class Settings(BaseSettings):
     root_path: str = Field(
         "", description="path prefix a proxy serves the service under, e.g. /zoo (ASGI root_path)"
     )
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (),
+        description="comma-separated API keys; when any is set (here or in API_KEYS_FILE), "
+        "predict, /models and /metrics need `Authorization: Bearer <key>`",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="a file of API keys (comma- or line-separated), e.g. a Docker or Kubernetes "
+        "secret mounted into the container",
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="comma-separated origins whose pages may call the API from a browser "
+        "(CORS); empty = none",
+    )
     engine_socket: str | None = Field(
         None,
         description="internal: the model owner's socket, set by `python -m app` for its workers",
@@ -65,12 +80,27 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="run batches of 1 and MAX_BATCH_SIZE at start-up")
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 503")
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "api_keys", "cors_origins", mode="before")
     @classmethod
-    def _split_models(cls, v: object) -> object:
+    def _split_commas(cls, v: object) -> object:
         if isinstance(v, str):
             return tuple(m.strip() for m in v.split(",") if m.strip())
         return v
+
+    def keys(self) -> tuple[bytes, ...]:
+        """Every API key, from API_KEYS and the API_KEYS_FILE; none = no authentication."""
+        keys = [k.get_secret_value() for k in self.api_keys]
+        if self.api_keys_file is not None:
+            try:
+                text = self.api_keys_file.read_text()
+            except OSError as exc:
+                raise ValueError(f"API_KEYS_FILE {self.api_keys_file}: {exc.strerror}") from exc
+            in_file = [k.strip() for k in text.replace(",", "\n").splitlines() if k.strip()]
+            if not in_file:
+                # An empty secret must not quietly turn authentication off.
+                raise ValueError(f"API_KEYS_FILE {self.api_keys_file} holds no key")
+            keys += in_file
+        return tuple(k.encode() for k in keys)
 
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> "Settings":

@@ -24,6 +24,12 @@ class MalformedMultipart(ServiceError):
     slug = "malformed-multipart"
 
 
+class Unauthorized(ServiceError):
+    """API keys are on and the request has no valid one."""
+
+    slug = "unauthorized"
+
+
 class UnknownModel(ServiceError):
     """The path names a model the service does not list."""
 

@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app.config import Settings, get_settings
 from app.frontend.docs import add_docs
 from app.frontend.page import add_page
 from app.frontend.predict import add_predict_route
 from app.frontend.routes import health, models
+from app.frontend.security import ApiKeyMiddleware, SecurityHeadersMiddleware
 from app.frontend.uploads import BodyLimitMiddleware
 from app.frontend.zoo import Zoo
 from app.metrics import Metrics, mark_process_dead
@@ -68,13 +70,25 @@ def create_app(settings: Settings | None = None, *, lean: bool = True) -> FastAP
     )
     app.state.settings, app.state.metrics = settings, metrics
     install_problem_handlers(app)
+    # Outermost last: security headers, CORS (answers preflights), API keys, body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    keys = settings.keys()
+    if keys:
+        app.add_middleware(ApiKeyMiddleware, keys=keys)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Filename"],
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
     add_predict_route(app, lean)
     for router in (models.router, health.router):
         app.include_router(router)
     add_docs(app)
     add_page(app)
-    install_openapi(app)
+    install_openapi(app, secured=bool(keys))
     return app
 
 

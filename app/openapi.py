@@ -5,6 +5,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app.frontend.security import needs_key
+from app.problems import problem_responses
 from app.schemas import Problem
 
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
@@ -18,8 +20,26 @@ def _drop_unsent_422(operation: dict[str, Any]) -> None:
         del operation["responses"]["422"]
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Build the document once, on first request, from the routes and the problem table."""
+def _require_key(doc: dict[str, Any]) -> None:
+    """The bearer scheme, and on every guarded operation its requirement and its 401."""
+    doc["components"]["securitySchemes"] = {
+        "apiKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "one of the service's API_KEYS",
+        }
+    }
+    unauthorized = {str(k): v for k, v in problem_responses("unauthorized").items()}
+    for path, operations in doc["paths"].items():
+        if needs_key(path.replace("{model}", "x").replace("{name}", "x")):
+            for operation in operations.values():
+                operation["security"] = [{"apiKey": []}]
+                operation["responses"] = {**unauthorized, **operation["responses"]}
+
+
+def install_openapi(app: FastAPI, secured: bool) -> None:
+    """Build the document once, on first request, from the routes and the problem table;
+    ``secured``: API keys are on, and the document says so."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -39,6 +59,8 @@ def install_openapi(app: FastAPI) -> None:
             schemas["Problem"] = Problem.model_json_schema(
                 ref_template="#/components/schemas/{model}"
             )
+            if secured:
+                _require_key(doc)
             app.openapi_schema = doc
         return app.openapi_schema
 

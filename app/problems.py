@@ -42,6 +42,10 @@ PROBLEMS: tuple[ProblemType, ...] = (
                 "the multipart framing is broken: no boundary, a part without a name, "
                 "a part header over 4 KiB",
                 "malformed multipart body: Missing boundary in multipart."),
+    ProblemType("unauthorized", 401, "Unauthorized",
+                "API_KEYS is set and the request has no valid `Authorization: Bearer` key "
+                "(sent with `WWW-Authenticate: Bearer`)",
+                "this service needs an API key: send Authorization: Bearer <key>"),
     ProblemType("not-found", 404, "Not found", "no such path", "Not Found"),
     ProblemType("unknown-model", 404, "Unknown model",
                 "the path names a model the service does not list (the known ones are listed)",
@@ -73,7 +77,7 @@ PROBLEMS: tuple[ProblemType, ...] = (
                 "(allowed formats: BMP, GIF, JPEG, PNG, TIFF, WEBP)"),
     ProblemType("inference-failed", 500, "Inference failed",
                 "the model raised on the batch that held these images (the log has why)",
-                "inference failed for this batch: RuntimeError"),
+                "inference failed for this batch (the log has why)"),
     ProblemType("internal-error", 500, "Internal error",
                 "anything else that went wrong (the log has why)",
                 "internal error; the service is still running"),

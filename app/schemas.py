@@ -44,7 +44,9 @@ class InputSpecInfo(BaseModel):
 class CheckpointInfo(BaseModel):
     """Where the weights came from."""
 
-    path: str
+    path: str = Field(
+        description="the file, relative to the weights folder", examples=["lenet.safetensors"]
+    )
     sha256: str
     created_at: str
     train_command: str

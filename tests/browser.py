@@ -1,6 +1,7 @@
 """Chromium for the browser tests: Debian's package, driven by Playwright (no browser download)."""
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,16 @@ def launch() -> Iterator[Browser]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield browser
         browser.close()
+
+
+def wait_until(page: Page, expression: str, timeout_s: float = 30) -> None:
+    """Poll a JavaScript expression until it is true. (Playwright's wait_for_function evaluates
+    its predicate with eval inside the page, which the service's CSP rightly forbids.)"""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout_s} s: {expression}")
+        page.wait_for_timeout(20)
 
 
 class Watched:

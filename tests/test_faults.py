@@ -145,7 +145,10 @@ def test_a_model_that_fails_to_start_keeps_readiness_down(
         assert ready.status_code == 503
         assert ready.json() == {"ready": False, "models": {"lenet": "failed", "mnist_cnn": "ready"}}
         info = c.get("/models/lenet").json()
-        assert info["status"] == "failed" and "no kernel image" in info["reason"]
+        assert (
+            info["status"] == "failed"
+            and info["reason"] == "could not start on cpu (the log has why)"
+        )
         assert c.post("/predict/lenet", files={"files": seven}).status_code == 503
         r = c.post("/predict/mnist_cnn", files={"files": seven})
         assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "7"

@@ -103,3 +103,16 @@ def test_ctrl_c_stops_every_process_cleanly(tmp_path: Path) -> None:
     assert not run_dir.exists()  # sockets, slabs and metrics files are gone
     assert not _alive(family), "processes left behind"
     assert "Traceback" not in (server.log.read_text() if server.log else "")
+
+
+def test_an_empty_key_file_stops_start_up_with_one_clear_line(tmp_path: Path) -> None:
+    secret = tmp_path / "api_keys"
+    secret.write_text("\n")
+    env = {**os.environ, "WEIGHTS_DIR": str(WEIGHTS), "DEVICE": "cpu", "MODELS": "lenet"}
+    env |= {"WORKERS": "2", "ENGINE": "worker", "API_KEYS_FILE": str(secret)}
+    done = subprocess.run(
+        service_command(free_port()), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith(f"API_KEYS_FILE {secret} holds no key")
+    assert "Traceback" not in done.stderr

@@ -16,7 +16,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page
 
 from models.data import MnistSplit
-from tests.browser import ARTIFACTS, Watched, launch
+from tests.browser import ARTIFACTS, Watched, launch, wait_until
 from tests.helpers import png
 from tests.server import GRACEFUL, Server, start_service, stop_server
 from tests.strokes import polylines
@@ -40,15 +40,16 @@ def open_page(browser: Browser, server: Server, width: int = 1280) -> Watched:
     page = browser.new_page(viewport={"width": width, "height": 900})
     watched = Watched(page)
     page.goto(f"{server.url}/")
-    page.wait_for_function("document.querySelector('#model').options.length > 0")
+    wait_until(page, "document.querySelector('#model').options.length > 0")
     return watched
 
 
 def settled(page: Page) -> str | None:
     """Wait until what the results show answers the drawing now on the canvas."""
-    page.wait_for_function(
+    wait_until(
+        page,
         "document.querySelector('#results').dataset.version"
-        " === document.querySelector('#canvas').dataset.version"
+        " === document.querySelector('#canvas').dataset.version",
     )
     first = page.locator("#results .card").first
     return first.get_attribute("data-label") if first.count() else None

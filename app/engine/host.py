@@ -28,10 +28,19 @@ from models.runtime import inference_dtype, resolve_device
 log = logging.getLogger(__name__)
 
 
+def shown(path: Path) -> str:
+    """A path as anyone may see it: relative to the working directory, or named by the setting
+    it comes from; never the absolute path of this host."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return f"$WEIGHTS_DIR/{path.name}"
+
+
 def train_command(name: str, weights_dir: Path) -> str:
     """The command that makes a model's checkpoint, as the README runs it from the repository
     root (MNIST in ../shared/data, downloaded there when the network allows)."""
-    out = checkpoint_path(name, weights_dir)
+    out = shown(checkpoint_path(name, weights_dir))
     return f"python -m models.train --model {name} --data-dir ../shared/data --out {out}"
 
 
@@ -91,14 +100,15 @@ def load_one(
 
     if not path.is_file():
         make = train_command(name, settings.weights_dir)
-        return unavailable("missing", f"no checkpoint at {path}; make it with: {make}")
+        return unavailable("missing", f"no checkpoint {path.name}; make it with: {make}")
     started = time.perf_counter()
     try:
         ckpt = load_checkpoint(path, expect_architecture=name)
     except CheckpointError as exc:
         log.error("refusing %s: %s", name, exc)
         remake = train_command(name, settings.weights_dir)
-        return unavailable("invalid", f"{exc}; remake it with: {remake}")
+        reason = str(exc).replace(str(path), path.name)  # the log has the full path
+        return unavailable("invalid", f"{reason}; remake it with: {remake}")
     dtype = inference_dtype(device, settings.dtype)
     try:
         predictor = Predictor(ckpt, device, dtype, settings.max_batch_size)
@@ -107,9 +117,9 @@ def load_one(
                 predictor(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8))
             if chosen := predictor.calibrate():
                 log.info("%s on %s: %s", name, device, chosen)
-    except Exception as exc:  # a model that cannot run on this device must not stop the others
+    except Exception:  # a model that cannot run on this device must not stop the others
         log.exception("could not start %s on %s", name, device)
-        return unavailable("failed", f"could not start on {device}: {exc}")
+        return unavailable("failed", f"could not start on {device} (the log has why)")
     on_batch, gauge = _observers(metrics, name)
 
     def depth(n: int) -> None:
@@ -140,7 +150,7 @@ def load_one(
         test_loss=meta.test_loss,
         max_batch_size=settings.max_batch_size,
         checkpoint=CheckpointInfo(
-            path=str(path),
+            path=path.name,  # relative to the weights folder: no host paths to anonymous callers
             sha256=ckpt.file_sha256,
             created_at=meta.created_at,
             train_command=meta.train_command,

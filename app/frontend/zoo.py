@@ -127,8 +127,8 @@ class Zoo:
             raise errors.InferenceTimeout(f"no answer from {name} within {timeout} s") from None
         except InferenceError as exc:
             raise errors.InferenceFailed(str(exc)) from None
-        except Exception as exc:  # the model raised in this process: only this batch failed
-            detail = f"inference failed for this batch: {type(exc).__name__}"
+        except Exception:  # the model raised in this process: only this batch failed
+            detail = "inference failed for this batch (the log has why)"
             raise errors.InferenceFailed(detail) from None
 
     @property

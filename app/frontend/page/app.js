@@ -1,6 +1,6 @@
 // The page: model picker, drawing pad with live prediction, file upload, compare mode.
 
-import { listModels, predict } from "./api.js";
+import { apiKey, listModels, predict } from "./api.js";
 import { Pad } from "./draw.js";
 import { card } from "./render.js";
 
@@ -16,6 +16,21 @@ function showError(message) {
   error.hidden = !message;
 }
 
+// A 401: ask for the key, then try again.
+function askForKey(problem) {
+  $("auth").hidden = false;
+  $("key").focus();
+  showError(problem.detail);
+}
+
+$("auth").addEventListener("submit", (e) => {
+  e.preventDefault();
+  apiKey.set($("key").value);
+  $("auth").hidden = true;
+  showError("");
+  start();
+});
+
 // Each result replaces the last, model by model in compare mode.
 async function classify(files) {
   const models = $("compare").checked ? loaded : [select.value];
@@ -26,11 +41,13 @@ async function classify(files) {
     if (a.status === "fulfilled") {
       for (const p of a.value.answer.predictions) cards.push(card(models[i], p, a.value.ms));
     } else {
-      problems.push(`${models[i]}: ${a.reason.message}`);
+      problems.push([models[i], a.reason]);
     }
   });
   results.replaceChildren(...cards);
-  showError(problems.join("\n"));
+  const denied = problems.find(([, reason]) => reason.needsKey);
+  if (denied) askForKey(denied[1].problem);
+  else showError(problems.map(([model, reason]) => `${model}: ${reason.message}`).join("\n"));
 }
 
 // Live prediction: at most one request in flight; a newer drawing waits for it, then goes.
@@ -129,4 +146,10 @@ async function loadModels() {
   if (!loaded.length) showError("No model is loaded: see the reasons above.");
 }
 
-loadModels().catch((e) => showError(`Cannot list the models: ${e.message}`));
+function start() {
+  loadModels().catch((e) =>
+    e.needsKey ? askForKey(e.problem) : showError(`Cannot list the models: ${e.message}`),
+  );
+}
+
+start();
