@@ -51,6 +51,16 @@ def _resealed(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]
     save_file(tensors, str(path), metadata={**fields, DIGESTS: seal(fields, tensors)})
 
 
+def _format_1(path: Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, str]]:
+    """A lenet checkpoint written as format 1 had it; its tensors and format-1 metadata."""
+    path = save_checkpoint(get_model("lenet"), _meta(), path)
+    tensors, meta = _raw(path)
+    old = {k: v for k, v in meta.items() if k != DIGESTS}
+    old.update(format_version="1", tensors_sha256=tensors_digest(tensors))
+    save_file(tensors, str(path), metadata=old)
+    return path, tensors, old
+
+
 def test_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:
     model = get_model("mnist_cnn")
     path = save_checkpoint(model, _meta("mnist_cnn"), tmp_path / "m.safetensors")
@@ -153,11 +163,7 @@ def test_several_edits_are_all_named(tmp_path: Path) -> None:
 
 
 def test_format_1_is_refused_with_the_upgrade_and_the_upgrade_checks_it(tmp_path: Path) -> None:
-    path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
-    tensors, meta = _raw(path)
-    old = {k: v for k, v in meta.items() if k != DIGESTS}
-    old.update(format_version="1", tensors_sha256=tensors_digest(tensors))
-    save_file(tensors, str(path), metadata=old)
+    path, tensors, old = _format_1(tmp_path / "l.safetensors")
     with pytest.raises(CheckpointError, match="--upgrade"):
         load_checkpoint(path)
     upgrade(path)
@@ -277,14 +283,9 @@ def test_normalisation_std_must_be_positive(tmp_path: Path, std: float) -> None:
 
 
 def test_an_upgraded_file_keeps_no_trace_of_format_1(tmp_path: Path) -> None:
-    path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
-    tensors, meta = _raw(path)
-    old = {k: v for k, v in meta.items() if k != DIGESTS}
-    old.update(format_version="1", tensors_sha256=tensors_digest(tensors))
-    save_file(tensors, str(path), metadata=old)
+    path, _, old = _format_1(tmp_path / "l.safetensors")
     upgrade(path)
     _, new = _raw(path)
     assert "tensors_sha256" not in new and new["format_version"] == "2"
-    assert {k: v for k, v in new.items() if k != DIGESTS} == {
-        k: v for k, v in meta.items() if k != DIGESTS
-    }
+    kept = {k: v for k, v in old.items() if k != "tensors_sha256"}
+    assert {k: v for k, v in new.items() if k != DIGESTS} == {**kept, "format_version": "2"}

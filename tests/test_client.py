@@ -1,21 +1,15 @@
 """A client generated from the live /openapi.json by openapi-python-client, used for real."""
 
 import io
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
-import httpx
 import pytest
 
 from models.data import MnistSplit
+from tests.generated import generate_client
 from tests.helpers import png
 from tests.server import GRACEFUL, Server, start_service, stop_server
-
-CONFIG = Path(__file__).parent / "clients" / "openapi-python-client.yml"
 
 
 @pytest.fixture(scope="module")
@@ -28,26 +22,7 @@ def server() -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def generated(server: Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, str]:
     """Generate the client into a temporary folder; the module and the generator's output."""
-    tmp = tmp_path_factory.mktemp("client")
-    spec = tmp / "openapi.json"
-    spec.write_bytes(httpx.get(f"{server.url}/openapi.json").content)
-    bin_dir = Path(sys.executable).parent
-    out = subprocess.run(
-        [
-            str(bin_dir / "openapi-python-client"),
-            *("generate", "--path", str(spec), "--meta", "none"),
-            *("--output-path", str(tmp / "zoo_client"), "--config", str(CONFIG)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},  # its ruff
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    sys.path.insert(0, str(tmp))
-    import zoo_client
-
-    return zoo_client, out.stdout + out.stderr
+    return generate_client(server.url, tmp_path_factory.mktemp("client"), "zoo_client")
 
 
 @pytest.fixture(scope="module")

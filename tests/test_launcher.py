@@ -2,13 +2,16 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
 from benchmarks.harness import Server, free_port, process_tree, service_command, start_server
 from models.data import MnistSplit
@@ -68,8 +71,23 @@ def test_metrics_count_every_worker_s_requests(tmp_path: Path, seven: bytes) -> 
         for _ in range(10):  # whichever worker answers /metrics counts all of them
             with httpx.Client(base_url=server.url) as c:
                 assert _count(c.get("/metrics").text) == 100
+        served = _served_per_process(Path(_logged(server, r"run folder (\S+)")) / "metrics")
+        assert sum(served.values()) == 100
+        assert len([pid for pid, n in served.items() if n > 0 and pid in workers]) >= 2, served
     finally:
         server.stop()
+
+
+def _served_per_process(metrics_dir: Path) -> dict[int, float]:
+    """Successful lenet requests per process id, read from each process's own metrics file."""
+    served = {}
+    for db in metrics_dir.glob("counter_*.db"):
+        with tempfile.TemporaryDirectory() as alone:
+            shutil.copy(db, alone)
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=alone)
+            served[int(db.stem.split("_")[1])] = _count(generate_latest(registry).decode())
+    return served
 
 
 def test_losing_the_model_owner_stops_the_service_with_an_error(

@@ -1,9 +1,6 @@
 """API keys on a live ``python -m app``: in a real browser, through a generated client, in logs."""
 
 import io
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +11,11 @@ from playwright.sync_api import Browser
 from benchmarks.harness import Server, free_port, service_command, start_server
 from models.data import MnistSplit
 from tests.browser import Watched, launch, wait_until
+from tests.generated import generate_client
 from tests.helpers import WEIGHTS, png
 from tests.server import GRACEFUL, stop_server
 
 KEY = "live-k3y-0b9d41"
-CONFIG = Path(__file__).parent / "clients" / "openapi-python-client.yml"
 
 
 @pytest.fixture(scope="module")
@@ -111,22 +108,8 @@ def test_the_page_asks_for_the_key_and_keeps_it_for_the_tab_only(
 
 
 def test_a_generated_client_takes_the_token(server: Server, seven: bytes, tmp_path: Path) -> None:
-    spec = tmp_path / "openapi.json"
-    spec.write_bytes(httpx.get(f"{server.url}/openapi.json").content)
-    bin_dir = Path(sys.executable).parent
-    out = subprocess.run(
-        [
-            str(bin_dir / "openapi-python-client"),
-            *("generate", "--path", str(spec), "--meta", "none"),
-            *("--output-path", str(tmp_path / "keyed_client"), "--config", str(CONFIG)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
-    )
-    assert out.returncode == 0 and "arning" not in out.stdout + out.stderr, out.stdout
-    sys.path.insert(0, str(tmp_path))
+    _, output = generate_client(server.url, tmp_path, "keyed_client")
+    assert "arning" not in output, output
     from keyed_client import AuthenticatedClient, Client
     from keyed_client.api.models import list_models
     from keyed_client.api.predict import predict
