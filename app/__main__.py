@@ -73,6 +73,9 @@ def serve(layout: Layout, host: str, port: int, run_dir: Path) -> int:
             port=port,
             workers=layout.workers,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            http="app.frontend.slow_clients:HeaderDeadlineProtocol",
+            timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # float is fine
+            limit_concurrency=settings.max_connections,
             root_path=settings.root_path,
             access_log=False,
             log_level="info",

@@ -33,6 +33,20 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="queue + inference time before 504")
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="request body limit (413)")
     max_files: int = Field(256, ge=1, description="images per request (422 beyond)")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's line and headers must arrive within this (slowloris)"
+    )
+    body_timeout_s: float = Field(
+        15.0, gt=0, description="longest pause between two reads of a request body (408 beyond)"
+    )
+    keep_alive_s: float = Field(
+        5.0, gt=0, description="an idle keep-alive connection is closed after this"
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="open connections plus requests in progress per worker process; 503 beyond",
+    )
     max_image_pixels: int = Field(40_000_000, ge=1, description="width x height per image (413)")
     torch_threads: int = Field(
         0,

@@ -42,6 +42,12 @@ class BodyTooLarge(ServiceError):
     slug = "content-too-large"
 
 
+class BodyStalled(ServiceError):
+    """The client stopped sending its request body for longer than BODY_TIMEOUT_S."""
+
+    slug = "request-timeout"
+
+
 class ImageTooLarge(ServiceError):
     """An image declares more pixels than MAX_IMAGE_PIXELS."""
 

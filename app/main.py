@@ -71,7 +71,11 @@ def create_app(settings: Settings | None = None, *, lean: bool = True) -> FastAP
     app.state.settings, app.state.metrics = settings, metrics
     install_problem_handlers(app)
     # Outermost last: security headers, CORS (answers preflights), API keys, body limit.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     keys = settings.keys()
     if keys:
         app.add_middleware(ApiKeyMiddleware, keys=keys)

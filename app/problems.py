@@ -52,6 +52,10 @@ PROBLEMS: tuple[ProblemType, ...] = (
                 "no model named 'resnet'; known models: lenet, mnist_cnn"),
     ProblemType("method-not-allowed", 405, "Method not allowed",
                 "the path exists but not for this method", "Method Not Allowed"),
+    ProblemType("request-timeout", 408, "Request timeout",
+                "the request body stopped arriving for BODY_TIMEOUT_S seconds (the connection "
+                "is then closed)",
+                "the request body stalled: nothing arrived for 15 s (BODY_TIMEOUT_S)"),
     ProblemType("content-too-large", 413, "Content too large",
                 "the body is bigger than MAX_UPLOAD_BYTES",
                 "request body exceeds the 20971520-byte limit (MAX_UPLOAD_BYTES)"),

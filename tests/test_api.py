@@ -227,6 +227,7 @@ def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
         "200",
         "400",
         "404",
+        "408",
         "413",
         "415",
         "422",

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 import app.engine.host
 from app.engine.predictor import Predictor
+from app.frontend.uploads import LINGER_BYTES
 from app.main import create_app
 from models.checkpoint import load_checkpoint
 from models.data import MnistSplit
@@ -204,19 +205,38 @@ async def test_full_queue_refuses_before_decoding(seven: bytes) -> None:
         assert [t.status_code for t in await asyncio.gather(busy, queued)] == [200, 200]
 
 
-async def test_a_declared_oversized_body_is_refused_before_any_of_it_is_read() -> None:
+@pytest.mark.parametrize(
+    ("declared", "expect", "read"),
+    [
+        (10_000, b"100-continue", 0),  # the client waits for the answer: read nothing
+        (10_000, None, 10_000),  # it sends regardless: read and drop it, then answer
+        (LINGER_BYTES + 1, None, 0),  # more than is worth reading: answer, then close
+    ],
+)
+async def test_a_declared_oversized_body_never_reaches_the_app(
+    declared: int, expect: bytes | None, read: int
+) -> None:
     app = create_app(settings(models=("lenet",), max_upload_bytes=4096))
     async with app.router.lifespan_context(app):
         pulled: list[int] = []
         sent: list[dict] = []
 
         async def receive() -> dict:
-            pulled.append(1000)
-            return {"type": "http.request", "body": b"x" * 1000, "more_body": True}
+            chunk = min(1000, declared - sum(pulled))
+            pulled.append(chunk)
+            return {
+                "type": "http.request",
+                "body": b"x" * chunk,
+                "more_body": sum(pulled) < declared,
+            }
 
         async def send(message: dict) -> None:
             sent.append(message)
 
+        headers = [
+            (b"content-type", b"multipart/form-data; boundary=x"),
+            (b"content-length", str(declared).encode()),
+        ]
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -227,14 +247,15 @@ async def test_a_declared_oversized_body_is_refused_before_any_of_it_is_read() -
             "raw_path": b"/predict/lenet",
             "root_path": "",
             "query_string": b"",
-            "headers": [
-                (b"content-type", b"multipart/form-data; boundary=x"),
-                (b"content-length", b"10000"),
-            ],
+            "headers": headers + ([(b"expect", expect)] if expect else []),
             "client": ("127.0.0.1", 1),
             "server": ("127.0.0.1", 80),
             "state": {},
         }
         await app(scope, receive, send)  # type: ignore[arg-type]
         assert sent[0]["status"] == 413
-        assert pulled == []  # not one byte of the body was read
+        assert sum(pulled) == read
+        closes = (b"connection", b"close") in sent[0]["headers"]
+        assert closes == (read == 0)  # kept alive only when the whole body was read
+        requests = app.state.metrics.requests.collect()[0].samples
+        assert not any(s.value for s in requests), "the predict route ran"

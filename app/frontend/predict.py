@@ -219,6 +219,7 @@ class LeanRoute(APIRoute):
 PROBLEMS = (
     "malformed-multipart",
     "unknown-model",
+    "request-timeout",
     "content-too-large",
     "image-too-large",
     "unsupported-media-type",

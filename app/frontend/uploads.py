@@ -5,6 +5,7 @@ with python-multipart (the predict route's hot path), the other through Starlett
 parser (FastAPI's documented behaviour, which tests hold the lean one to).
 """
 
+import asyncio
 import codecs
 import functools
 from dataclasses import dataclass
@@ -36,32 +37,93 @@ def _too_large(limit: int) -> errors.BodyTooLarge:
     return errors.BodyTooLarge(detail, limit_bytes=limit)
 
 
-class BodyLimitMiddleware:
-    """413 before reading when Content-Length is too big; else stop reading at the limit."""
+# A refused body is still read, up to these bounds, and thrown away before the 413 goes out:
+# a client that sends its whole body before reading the answer (httpx, requests, urllib, a
+# browser's fetch) would otherwise meet a connection reset instead of the problem+json. This is
+# nginx's lingering close; beyond the bounds the connection is closed as before.
+LINGER_BYTES = 64 * 1024 * 1024
+LINGER_S = 10.0
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+async def discard_body(receive: Receive, max_bytes: int = LINGER_BYTES) -> bool:
+    """Read and drop the rest of a request body, within the bounds; whether it all arrived."""
+    seen = 0
+    try:
+        async with asyncio.timeout(LINGER_S):
+            while seen <= max_bytes:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return False
+                seen += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return True
+    except TimeoutError:
+        pass
+    return False
+
+
+class BodyLimitMiddleware:
+    """The body's guards: 413 over the limit (see LINGER_BYTES), 408 when it stalls."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout_s: float = 15.0) -> None:
+        self.app, self.max_bytes, self.body_timeout_s = app, max_bytes, body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await problem_response(_too_large(self.max_bytes))(scope, receive, send)
+            # A client that asked "Expect: 100-continue" waits for this answer and sends
+            # nothing; one declaring more than we would ever read is cut off either way.
+            waits = headers.get(b"expect", b"").lower() == b"100-continue"
+            read = not waits and int(declared) <= LINGER_BYTES and await discard_body(receive)
+            await problem_response(_too_large(self.max_bytes))(scope, receive, _closing(send, read))
             return
-        seen = 0
+        seen, done, unread = 0, False, False
 
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal seen, done, unread
+            if done:  # after the body, receive() waits for a disconnect: no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                unread = True
+                detail = f"nothing arrived for {self.body_timeout_s:g} s (BODY_TIMEOUT_S)"
+                raise errors.BodyStalled(f"the request body stalled: {detail}") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                done = not message.get("more_body", False)
                 if seen > self.max_bytes:  # chunked bodies declare no length
+                    unread = not done and not await discard_body(receive)
                     raise _too_large(self.max_bytes)
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def send_closing_if_unread(message: Message) -> None:
+            if unread and message["type"] == "http.response.start":
+                message = _with_close(message)
+            await send(message)
+
+        await self.app(scope, guarded_receive, send_closing_if_unread)
+
+
+def _with_close(message: Message) -> Message:
+    """A response start that tells uvicorn (and the client) the connection ends with it."""
+    return {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+
+
+def _closing(send: Send, read: bool) -> Send:
+    """``send``, closing the connection after the response when the body was left unread."""
+
+    async def closing_send(message: Message) -> None:
+        await send(
+            message if read or message["type"] != "http.response.start" else _with_close(message)
+        )
+
+    return closing_send
 
 
 def _filename(name: str | None, index: int) -> str:
