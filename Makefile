@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+PIP_LOUD := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on
+# TORCH=cpu: PyTorch's CPU-only wheels from its own index (about 1.5 GB in .venv); the default
+# takes PyPI's build, which on Linux x86_64 brings CUDA's libraries (about 6 GB).
+TORCH ?= default
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 DATA_DIR ?= ../shared/data
 HOST ?= 0.0.0.0
 PORT ?= 8000
@@ -16,7 +21,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
-	$(PIP) -e .
+	@echo "make serve: installing the service into $(VENV), once."
+ifeq ($(TORCH),cpu)
+	@echo "  PyTorch's CPU-only build: about 1.5 GB, a few minutes on a fast link."
+	$(PIP_LOUD) "torch>=2.6" "torchvision>=0.21" --index-url $(TORCH_CPU_INDEX)
+else
+	@echo "  PyTorch from PyPI: about 6 GB with CUDA's libraries on Linux x86_64."
+	@echo "  No NVIDIA GPU here? Stop (Ctrl-C) and run: make serve TORCH=cpu (about 1.5 GB)."
+endif
+	$(PIP_LOUD) -e .
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
