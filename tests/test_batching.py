@@ -224,8 +224,14 @@ async def test_batch_stats_reach_the_observer() -> None:
 def test_parameters_are_validated(kw: dict[str, float]) -> None:
     args: dict[str, object] = dict(name="t", max_batch_size=8, max_delay_s=0.01, max_queue=64)
     args.update(kw)
-    with pytest.raises(ValueError):
+    ((name, value),) = kw.items()
+    with pytest.raises(ValueError, match=f"^{name} must be >= .*, got {value}$"):
         DynamicBatcher(Recorder(), **args)  # type: ignore[arg-type]
+
+
+def test_the_smallest_valid_parameters_are_accepted() -> None:
+    b = DynamicBatcher(Recorder(), name="t", max_batch_size=1, max_delay_s=0, max_queue=1)
+    assert (b.max_batch_size, b.max_queue) == (1, 1)
 
 
 async def test_stop_ends_the_worker_task() -> None:
