@@ -462,3 +462,24 @@ def test_kubernetes_reads_api_keys_from_a_secret_and_probes_health() -> None:
         volumes["weights"]["persistentVolumeClaim"]["claimName"]
         == _k8s("weights-pvc.yaml")["metadata"]["name"]
     )
+
+
+def test_the_readme_docker_steps_are_complete_for_a_non_root_user(
+    gpu_config: dict[str, Any],
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[
+        readme.index("## Docker\n") : readme.index("\n## ", readme.index("## Docker\n") + 1)
+    ]
+    steps = section[section.index("```bash") : section.index("```", section.index("```bash") + 3)]
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name, service in gpu_config["services"].items():
+        for volume in service.get("volumes", []):
+            folder = Path(volume["source"]).relative_to(ROOT).as_posix()
+            in_clone = any(f.startswith(f"{folder}/") for f in tracked)
+            assert in_clone or f"mkdir -p {folder}" in steps, f"{name}: bind source {folder}"
+    assert "APP_UID=" in steps and "APP_GID=" in steps  # else UID 10001 cannot write weights/
+    assert "docker compose up -d --build" in steps and "docker-compose.cpu.yml" in steps
+    assert "--profile train run --rm train" in steps and "docker compose restart api" in steps
