@@ -429,41 +429,6 @@ def test_compose_reads_api_keys_from_a_secret_file(compose_bin: Path, tmp_path: 
     assert cfg["secrets"]["api_keys"]["file"] == str(secret)
 
 
-def _k8s(name: str) -> dict[str, Any]:
-    import yaml
-
-    return dict(yaml.safe_load((ROOT / "deploy" / "k8s" / name).read_text()))
-
-
-def test_kubernetes_reads_api_keys_from_a_secret_and_probes_health() -> None:
-    deployment, service = _k8s("deployment.yaml"), _k8s("service.yaml")
-    pod = deployment["spec"]["template"]["spec"]
-    (api,) = pod["containers"]
-    env = {e["name"]: e for e in api["env"]}
-    assert "API_KEYS" not in env and "valueFrom" not in env["API_KEYS_FILE"]
-    mounts = {m["name"]: m for m in api["volumeMounts"]}
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    keys_dir = str(Path(env["API_KEYS_FILE"]["value"]).parent)
-    assert mounts["api-keys"]["mountPath"] == keys_dir and mounts["api-keys"]["readOnly"]
-    assert volumes["api-keys"]["secret"]["secretName"] == "mnist-zoo-api-keys"
-    assert volumes["shm"]["emptyDir"]["medium"] == "Memory"
-    assert mounts["shm"]["mountPath"] == "/dev/shm"
-    assert api["readinessProbe"]["httpGet"]["path"] == "/health/ready"
-    assert api["livenessProbe"]["httpGet"]["path"] == "/health/live"
-    assert api["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
-    assert pod["terminationGracePeriodSeconds"] > GRACEFUL_SHUTDOWN_S
-    settings = {e.lower() for e in env}
-    assert settings <= set(Settings.model_fields), "the pod sets settings the app does not know"
-    labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"] == labels == deployment["spec"]["selector"]["matchLabels"]
-    assert service["spec"]["ports"][0]["targetPort"] == api["ports"][0]["name"]
-    assert (
-        volumes["weights"]["persistentVolumeClaim"]["claimName"]
-        == _k8s("weights-pvc.yaml")["metadata"]["name"]
-    )
-
-
 def test_the_readme_docker_steps_are_complete_for_a_non_root_user(
     gpu_config: dict[str, Any],
 ) -> None:
