@@ -168,11 +168,14 @@ async def test_full_queue_refuses_then_recovers() -> None:
     await b.stop()
 
 
-async def test_a_failing_batch_fails_only_its_requests() -> None:
+async def test_a_failing_batch_fails_only_its_requests(caplog: pytest.LogCaptureFixture) -> None:
     fn = Recorder(fail_calls={1})
     b = _batcher(fn)
     with pytest.raises(RuntimeError, match="boom"):
         await b.submit(_x(2))
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.getMessage() == "inference failed for a batch of 2 on t"
+    assert record.exc_info is not None and "boom" in str(record.exc_info[1])  # the traceback
     assert torch.equal(await b.submit(_x(2)), _x(2) * 2)
     await b.stop()
 

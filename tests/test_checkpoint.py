@@ -245,7 +245,7 @@ def test_no_pickle_anywhere_in_the_project() -> None:
 
 def test_checkpoints_are_readable_by_other_users(tmp_path: Path) -> None:
     path = save_checkpoint(get_model("lenet"), _meta(), tmp_path / "l.safetensors")
-    assert path.stat().st_mode & 0o044 == 0o044  # a server running as another user can load it
+    assert path.stat().st_mode & 0o777 == 0o644  # a server running as another user can load it
 
 
 def test_loading_keeps_every_metadata_field_as_written(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -14,8 +14,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 import app.engine.host
+import app.frontend.uploads
 from app.engine.predictor import Predictor
-from app.frontend.uploads import LINGER_BYTES
+from app.frontend.uploads import LINGER_BYTES, discard_body
 from app.main import create_app
 from models.checkpoint import load_checkpoint
 from models.data import MnistSplit
@@ -179,6 +180,7 @@ def test_body_over_the_limit_is_refused_before_reading(seven: bytes) -> None:
     with TestClient(create_app(settings(models=("lenet",), max_upload_bytes=4096))) as c:
         r = c.post("/predict/lenet", files={"files": ("big.png", b"x" * 10_000)})
         assert r.status_code == 413 and r.json()["limit_bytes"] == 4096
+        assert r.json()["detail"] == "request body exceeds the 4096-byte limit (MAX_UPLOAD_BYTES)"
 
         def chunks() -> object:  # no Content-Length: the limit applies while reading
             for _ in range(10):
@@ -259,3 +261,27 @@ async def test_a_declared_oversized_body_never_reaches_the_app(
         assert closes == (read == 0)  # kept alive only when the whole body was read
         requests = app.state.metrics.requests.collect()[0].samples
         assert not any(s.value for s in requests), "the predict route ran"
+
+
+def _body(*chunks: bytes, stall: bool = False) -> Callable[[], Awaitable[dict]]:
+    """An ASGI receive() that yields ``chunks``, then ends the body or (``stall``) waits."""
+    left = list(chunks)
+
+    async def receive() -> dict:
+        if not left:
+            await asyncio.sleep(3600)  # a client that sends no more
+        chunk = left.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(left) or stall}
+
+    return receive
+
+
+async def test_discarding_a_refused_body_is_bounded_by_size_and_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert await discard_body(_body(b"x" * 500, b"x" * 500), max_bytes=1000)  # all of it
+    assert await discard_body(_body(b"x" * 1000, b""), max_bytes=1000)  # an empty last chunk
+    assert not await discard_body(_body(*[b"x" * 500] * 4), max_bytes=1000)  # more: give up
+    monkeypatch.setattr(app.frontend.uploads, "LINGER_S", 0.2)
+    async with asyncio.timeout(2):  # unbounded, it would wait for ever: fail instead
+        assert not await discard_body(_body(b"x" * 10, stall=True), max_bytes=1000)
