@@ -163,3 +163,17 @@ def test_every_request_gets_the_same_answer_both_ways(
 def test_the_openapi_document_is_the_same(clients: tuple[TestClient, TestClient]) -> None:
     lean, documented = clients
     assert lean.get("/openapi.json").json() == documented.get("/openapi.json").json()
+
+
+def test_too_many_files_or_fields_name_the_limit(
+    clients: tuple[TestClient, TestClient], seven: bytes
+) -> None:
+    mp = {"content-type": "multipart/form-data; boundary=b0und"}
+    files = _multipart([(_file("files", f"{i}.png"), seven) for i in range(MAX_FILES + 1)])
+    fields = _multipart([(_file(f"note{i}", None), b"x") for i in range(MAX_FILES + 1)])
+    for client in clients:
+        for body in (files, fields):
+            r = client.post("/predict/lenet", content=body, headers=mp)
+            problem = r.json()
+            assert r.status_code == 422 and problem["type"] == "/problems/too-many-files"
+            assert problem["max_files"] == MAX_FILES

@@ -1,0 +1,60 @@
+#!/bin/bash
+# Make again, one at a time in a copy of the project, each change an outside review once made
+# without any test noticing (docs/mutation.md); run the tests that name it. Each must fail.
+#   bash scripts/review_changes.sh      (about 2 minutes; a line per change, "rc=1" = caught)
+set -u
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+export MNIST_DATA_DIR=${MNIST_DATA_DIR:-$(cd "$SRC/.." && pwd)/shared/data}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+check() {  # name, python edit (old -> new in file), tests...
+  local name=$1 file=$2 old=$3 new=$4; shift 4
+  local dir=$WORK/$name
+  rm -rf "$dir"; mkdir -p "$dir"
+  (cd "$SRC" && git ls-files -co --exclude-standard | grep -v '^mutants/' | tar -cf - -T - 2>/dev/null) | tar -xf - -C "$dir"
+  ln -s "$SRC/.venv" "$dir/.venv"
+  python3 - "$dir/$file" "$old" "$new" <<'PY' || { echo "$name: EDIT FAILED"; return; }
+import sys, pathlib
+p, old, new = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = p.read_text()
+for o, n in zip(old.split("|||"), new.split("|||")):
+    assert s.count(o) == 1, f"{o!r} found {s.count(o)} times"
+    s = s.replace(o, n)
+p.write_text(s)
+PY
+  (cd "$dir" && timeout 1500 .venv/bin/python -m pytest -q -x -p no:cacheprovider "$@" > "$dir.log" 2>&1)
+  local rc=$?
+  echo "$name: rc=$rc $(tail -1 "$dir.log")"
+  grep -m3 "^FAILED" "$dir.log"
+}
+check 1-content-length app/frontend/uploads.py \
+  'if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:' \
+  'if False:' tests/test_faults.py tests/test_corpus.py tests/test_api.py
+check 2-lifo app/engine/batching.py 'self._jobs.append(job)' 'self._jobs.appendleft(job)' \
+  tests/test_batching.py tests/test_api.py tests/test_faults.py
+check 3-one-worker app/__main__.py 'workers=layout.workers,' 'workers=1,' \
+  tests/test_launcher.py tests/test_api.py
+check 4-readiness app/frontend/zoo.py \
+  'and all(isinstance(m, Loaded) or m.status in ("missing", "invalid") for m in served)' \
+  'and True' tests/test_api.py tests/test_faults.py
+check 5a-pixels-after-decode-png app/frontend/digits.py \
+  '        check_pixels(*size, limits)
+        try:
+            pixels: np.ndarray = pyspng.load(data)' \
+  '        try:
+            pixels: np.ndarray = pyspng.load(data)
+            check_pixels(*size, limits)' tests/test_corpus.py
+check 5b-pixels-after-decode-pillow app/frontend/preprocess.py \
+  '        check_pixels(*size, limits)
+    allowed|||    check_pixels(*img.size, limits)
+    try:
+        img.load()  # multi-frame files (GIF, WebP, TIFF) open positioned on frame 0' \
+  '        pass
+    allowed|||    try:
+        img.load()  # multi-frame files (GIF, WebP, TIFF) open positioned on frame 0
+        check_pixels(*img.size, limits)' tests/test_corpus.py tests/test_preprocess.py
+check 6-19px-resized app/frontend/preprocess.py 'if side in (BOX - 1, BOX):' 'if side == BOX:' \
+  tests/test_preprocess.py tests/test_api_accuracy.py tests/test_corpus.py
+check 7-success-raises app/frontend/answer.py '        status = 200
+        return body' '        status = 200
+        raise RuntimeError("broken on purpose")' tests/test_schema_fuzz.py
