@@ -70,12 +70,8 @@ def create_app(settings: Settings | None = None, *, lean: bool = True) -> FastAP
     )
     app.state.settings, app.state.metrics = settings, metrics
     install_problem_handlers(app)
-    # Outermost last: security headers, CORS (answers preflights), API keys, body limit.
-    app.add_middleware(
-        BodyLimitMiddleware,
-        max_bytes=settings.max_upload_bytes,
-        body_timeout_s=settings.body_timeout_s,
-    )
+    # Outermost last: security headers, body guards (a 401 too reads the rest of the body
+    # before it goes out), CORS (answers preflights), API keys.
     keys = settings.keys()
     if keys:
         app.add_middleware(ApiKeyMiddleware, keys=keys)
@@ -86,6 +82,11 @@ def create_app(settings: Settings | None = None, *, lean: bool = True) -> FastAP
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Filename"],
         )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     app.add_middleware(SecurityHeadersMiddleware)
     add_predict_route(app, lean)
     for router in (models.router, health.router):

@@ -28,7 +28,7 @@ PY
   grep -m3 "^FAILED" "$dir.log"
 }
 check 1-content-length app/frontend/uploads.py \
-  'if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:' \
+  'if length is not None and length > self.max_bytes:' \
   'if False:' tests/test_faults.py tests/test_corpus.py tests/test_api.py
 check 2-lifo app/engine/batching.py 'self._jobs.append(job)' 'self._jobs.appendleft(job)' \
   tests/test_batching.py tests/test_api.py tests/test_faults.py

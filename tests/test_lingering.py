@@ -89,3 +89,22 @@ def test_curl_with_expect_gets_the_413_without_sending_the_body(
     status, uploaded = out.stdout.split()
     _is_413(int(status), (tmp_path / "answer").read_bytes())
     assert int(uploaded) < BODY  # curl waited for the answer instead of sending it all
+
+
+def test_answers_that_need_no_body_reach_the_client_too() -> None:
+    """A 401 or a 404 goes out before the body is read: the rest is dropped first all the same."""
+    s = start_service(MODELS="lenet", WORKERS="1", API_KEYS="k3y")  # the 20 MiB default limit
+    try:
+        for path, key, status in [("/predict/lenet", None, 401), ("/predict/resnet", "k3y", 404)]:
+            headers = {"Content-Type": "image/png"} | (
+                {"Authorization": f"Bearer {key}"} if key else {}
+            )
+            request = urllib.request.Request(
+                f"{s.url}{path}", data=b"\0" * (16 * LIMIT), headers=headers
+            )
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(request, timeout=30)
+            assert caught.value.code == status
+            assert json.loads(caught.value.read())["status"] == status
+    finally:
+        assert stop_server(s) in GRACEFUL

@@ -49,7 +49,8 @@ def _bearer(scope: Scope) -> bytes | None:
 
 
 class ApiKeyMiddleware:
-    """401 problem+json, before any of the body is read, for a guarded path without a valid key."""
+    """401 problem+json, before any of the body reaches the app, for a guarded path without a valid
+    key (the body guards outside drop the rest of the body first)."""
 
     def __init__(self, app: ASGIApp, keys: tuple[bytes, ...]) -> None:
         self.app, self.keys = app, keys

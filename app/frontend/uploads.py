@@ -37,10 +37,12 @@ def _too_large(limit: int) -> errors.BodyTooLarge:
     return errors.BodyTooLarge(detail, limit_bytes=limit)
 
 
-# A refused body is still read, up to these bounds, and thrown away before the 413 goes out:
-# a client that sends its whole body before reading the answer (httpx, requests, urllib, a
-# browser's fetch) would otherwise meet a connection reset instead of the problem+json. This is
-# nginx's lingering close; beyond the bounds the connection is closed as before.
+# An answer sent before the whole body was read (a 413, but also a 401 or 404 that needs none
+# of it) first reads the rest and throws it away, up to these bounds: a client that sends its
+# whole body before reading the answer (httpx, requests, urllib, a browser's fetch) would
+# otherwise meet a connection reset instead of the problem+json. This is nginx's lingering
+# close; beyond the bounds, or for a client waiting on "Expect: 100-continue", the connection
+# closes after the answer instead.
 LINGER_BYTES = 64 * 1024 * 1024
 LINGER_S = 10.0
 
@@ -63,9 +65,10 @@ async def discard_body(receive: Receive, max_bytes: int = LINGER_BYTES) -> bool:
 
 
 class BodyLimitMiddleware:
-    """The body's guards: 413 over the limit (see LINGER_BYTES), 408 when it stalls."""
+    """The body's guards: 413 over the limit, 408 when it stalls, and whatever the answer, the
+    unread rest of the body dropped before it goes out (see LINGER_BYTES)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout_s: float = 15.0) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout_s: float) -> None:
         self.app, self.max_bytes, self.body_timeout_s = app, max_bytes, body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -74,56 +77,47 @@ class BodyLimitMiddleware:
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            # A client that asked "Expect: 100-continue" waits for this answer and sends
-            # nothing; one declaring more than we would ever read is cut off either way.
-            waits = headers.get(b"expect", b"").lower() == b"100-continue"
-            read = not waits and int(declared) <= LINGER_BYTES and await discard_body(receive)
-            await problem_response(_too_large(self.max_bytes))(scope, receive, _closing(send, read))
-            return
-        seen, done, unread = 0, False, False
+        length = int(declared) if declared is not None and declared.isdigit() else None
+        waits = headers.get(b"expect", b"").lower() == b"100-continue"
+        # A request without a length or chunked encoding has no body to read.
+        done = length == 0 or (length is None and b"transfer-encoding" not in headers)
+        seen, asked, stalled = 0, False, False
 
         async def guarded_receive() -> Message:
-            nonlocal seen, done, unread
+            nonlocal seen, done, asked, stalled
+            asked = True  # uvicorn has now sent "100 Continue" to a client that waited
             if done:  # after the body, receive() waits for a disconnect: no deadline
                 return await receive()
             try:
                 async with asyncio.timeout(self.body_timeout_s):
                     message = await receive()
             except TimeoutError:
-                unread = True
+                stalled = True
                 detail = f"nothing arrived for {self.body_timeout_s:g} s (BODY_TIMEOUT_S)"
                 raise errors.BodyStalled(f"the request body stalled: {detail}") from None
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                done = not message.get("more_body", False)
-                if seen > self.max_bytes:  # chunked bodies declare no length
-                    unread = not done and not await discard_body(receive)
-                    raise _too_large(self.max_bytes)
+            seen += len(message.get("body", b""))
+            done = not message.get("more_body", False)
+            if seen > self.max_bytes:  # chunked bodies declare no length
+                raise _too_large(self.max_bytes)
             return message
 
-        async def send_closing_if_unread(message: Message) -> None:
-            if unread and message["type"] == "http.response.start":
-                message = _with_close(message)
+        async def lingering_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not done:
+                worth_reading = not stalled and not (waits and not asked)
+                worth_reading = worth_reading and (length or 0) <= LINGER_BYTES
+                if not (worth_reading and await discard_body(receive)):
+                    message = _with_close(message)
             await send(message)
 
-        await self.app(scope, guarded_receive, send_closing_if_unread)
+        if length is not None and length > self.max_bytes:
+            await problem_response(_too_large(self.max_bytes))(scope, receive, lingering_send)
+            return
+        await self.app(scope, guarded_receive, lingering_send)
 
 
 def _with_close(message: Message) -> Message:
     """A response start that tells uvicorn (and the client) the connection ends with it."""
     return {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
-
-
-def _closing(send: Send, read: bool) -> Send:
-    """``send``, closing the connection after the response when the body was left unread."""
-
-    async def closing_send(message: Message) -> None:
-        await send(
-            message if read or message["type"] != "http.response.start" else _with_close(message)
-        )
-
-    return closing_send
 
 
 def _filename(name: str | None, index: int) -> str:
