@@ -6,9 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
-
-from benchmarks.harness import free_port
+from benchmarks.harness import free_port, start_server
 from tests.helpers import ROOT, WEIGHTS
 
 
@@ -39,27 +37,16 @@ def test_torch_cpu_takes_pytorch_s_cpu_only_wheels_first(tmp_path: Path) -> None
     assert any("about 1.5 GB" in s for s in steps)
 
 
-def test_ctrl_c_stops_make_serve_without_a_make_error() -> None:
+def test_ctrl_c_stops_make_serve_without_a_make_error(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "WEIGHTS_DIR": str(WEIGHTS), "DEVICE": "cpu", "MODELS": "lenet"}
-    proc = subprocess.Popen(
-        ["make", "serve", "HOST=127.0.0.1", f"PORT={port}", "WORKERS=2"],
-        cwd=ROOT,
-        env={**env, "WORKERS": "2"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.5)
+    command = ["make", "serve", "HOST=127.0.0.1", f"PORT={port}"]
+    env = {"WEIGHTS_DIR": str(WEIGHTS), "DEVICE": "cpu", "MODELS": "lenet", "WORKERS": "2"}
+    log = tmp_path / "make.log"
+    # start_server gives it its own process group, as a terminal's foreground job has
+    proc = start_server("make serve", command, env, "/health/ready", port=port, log=log).proc
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: to every process of the group
-    output, _ = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    output = log.read_text()
     assert proc.returncode in (0, -signal.SIGINT, 128 + signal.SIGINT), output[-2000:]
     assert "make: ***" not in output and "Traceback" not in output, output[-2000:]
     assert "Application shutdown complete" in output
