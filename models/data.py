@@ -1,12 +1,10 @@
-"""MNIST held as uint8 tensors on the training device, and augmentation done there too."""
+"""MNIST held as uint8 tensors on the training device (augmentation: models/augment.py)."""
 
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 MNIST_RAW_FILES = (
@@ -75,31 +73,3 @@ def fingerprint(*splits: MnistSplit) -> str:
         h.update(split.images.cpu().numpy().tobytes())
         h.update(split.labels.cpu().numpy().tobytes())
     return h.hexdigest()
-
-
-def random_affine(
-    images: Tensor,
-    generator: torch.Generator,
-    *,
-    max_degrees: float = 10.0,
-    max_shift: float = 2.0,
-    scale: tuple[float, float] = (0.9, 1.1),
-) -> Tensor:
-    """Small random rotation, scaling and shift of float N x 1 x H x W images, batch-wise."""
-    n, _, h, w = images.shape
-    dev = images.device
-
-    def uniform(lo: float, hi: float) -> Tensor:
-        return torch.rand(n, generator=generator, device=dev) * (hi - lo) + lo
-
-    angle = uniform(-max_degrees, max_degrees) * (math.pi / 180)
-    inv_scale = 1.0 / uniform(*scale)
-    # affine_grid works in [-1, 1] coordinates: one pixel is 2 / size.
-    tx = uniform(-max_shift, max_shift) * (2.0 / w)
-    ty = uniform(-max_shift, max_shift) * (2.0 / h)
-    cos, sin = torch.cos(angle) * inv_scale, torch.sin(angle) * inv_scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin, tx], dim=1), torch.stack([sin, cos, ty], dim=1)], dim=1
-    )
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -10,7 +10,7 @@ import logging
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from models.augment import NO_AUGMENT, AugmentRecipe, augment
 from models.checkpoint import DIGIT_LABELS, CheckpointMeta, checkpoint_path, save_checkpoint
-from models.data import MnistNotFoundError, MnistSplit, fingerprint, load_mnist, random_affine
+from models.data import MnistNotFoundError, MnistSplit, fingerprint, load_mnist
 from models.evaluate import EvalResult, evaluate
 from models.plots import plot_history
 from models.registry import get_input_spec, get_model, list_models
@@ -40,11 +41,13 @@ class Recipe:
     lr: float
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0  # smoothing made served confidences ~0.9 on clean digits
+    # Each transform's probability and range (models/augment.py).
+    augment: AugmentRecipe = field(default_factory=AugmentRecipe)
 
 
 RECIPES = {
     "lenet": Recipe(epochs=30, batch_size=128, lr=4e-3, weight_decay=0.0),
-    "mnist_cnn": Recipe(epochs=15, batch_size=256, lr=3e-3),
+    "mnist_cnn": Recipe(epochs=20, batch_size=256, lr=3e-3),
     "alexnet": Recipe(epochs=2, batch_size=256, lr=3e-4),
 }
 DEFAULT_RECIPE = Recipe(epochs=2, batch_size=128, lr=1e-4)  # the VGGs
@@ -68,7 +71,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="auto",
         help="bf16 autocast: auto = on CUDA, and on CPUs with native bf16",
     )
-    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-augment", action="store_true", help="train on MNIST as it is")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--limit-train", type=int, help="train on the first N images only")
     p.add_argument("--limit-test", type=int, help="evaluate on the first N images only")
@@ -88,7 +91,7 @@ def train_one_epoch(
     batch_size: int,
     epoch: int,
     seed: int,
-    augment: bool = True,
+    augmentation: AugmentRecipe = NO_AUGMENT,
     label_smoothing: float = 0.0,
     max_batches: int | None = None,
 ) -> dict[str, float]:
@@ -98,6 +101,7 @@ def train_one_epoch(
     shard = order[rt.rank :: rt.world][: len(data) // rt.world].to(rt.device)
     per_rank = max(batch_size // rt.world, 1)
     aug_gen = torch.Generator(rt.device).manual_seed(seed * 1000 + epoch * 10 + rt.rank)
+    host_gen = torch.Generator().manual_seed(seed * 1000 + epoch * 10 + rt.rank)
     loss_sum = torch.zeros((), device=rt.device)
     correct = torch.zeros((), dtype=torch.long, device=rt.device)
     seen = 0
@@ -115,8 +119,8 @@ def train_one_epoch(
         idx = shard[i : i + per_rank]
         x = data.images[idx].float().div_(255.0)
         y = data.labels[idx]
-        if augment:
-            x = random_affine(x, aug_gen)
+        if augmentation != NO_AUGMENT:
+            x = augment(x, aug_gen, augmentation, host_gen)
         x = transform(x)
         if rt.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -133,7 +137,7 @@ def train_one_epoch(
         correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
         bar.update(len(idx) * rt.world)
-        if step % 20 == 0:
+        if step % 20 == 0 and not bar.disable:  # .item() waits for the device: only for the bar
             rate = seen * rt.world / (time.perf_counter() - start)
             bar.set_postfix(
                 loss=f"{loss_sum.item() / seen:.4f}",
@@ -220,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         lr,
         len(train),
     )
+    augmentation = NO_AUGMENT if args.no_augment else r.augment
+    augment_log = {k: v for k, v in vars(augmentation).items()}  # the recipe, in the log
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=batch_size,
             epoch=epoch,
             seed=args.seed,
-            augment=not args.no_augment,
+            augmentation=augmentation,
             label_smoothing=smoothing,
             max_batches=2 if args.dry_run else None,
         )
@@ -266,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not args.dry_run:
                 log_path.parent.mkdir(parents=True, exist_ok=True)
-                log_path.write_text(json.dumps({"model": args.model, "history": history}, indent=1))
+                record = {"model": args.model, "augment": augment_log, "history": history}
+                log_path.write_text(json.dumps(record, indent=1))
     if rt.rank == 0 and not args.dry_run:
         final: EvalResult = evaluate(model, test, transform)  # fp32, as the evaluation CLI does
         launcher = f"torchrun --nproc-per-node={rt.world}" if rt.world > 1 else "python"

@@ -1,4 +1,4 @@
-"""MNIST as uint8 tensors, the offline message, the fingerprint, on-device augmentation."""
+"""MNIST as uint8 tensors, the offline message, the fingerprint."""
 
 from pathlib import Path
 
@@ -11,7 +11,6 @@ from models.data import (
     MnistSplit,
     fingerprint,
     load_mnist,
-    random_affine,
 )
 
 
@@ -42,23 +41,3 @@ def test_head_and_to() -> None:
     split = MnistSplit(torch.zeros(5, 1, 28, 28, dtype=torch.uint8), torch.arange(5))
     assert len(split.head(3)) == 3 and len(split.head(None)) == 5
     assert split.to("cpu").images.device.type == "cpu"
-
-
-def test_identity_affine_changes_nothing(mnist_test: MnistSplit) -> None:
-    x = mnist_test.images[:16].float() / 255
-    out = random_affine(
-        x, torch.Generator().manual_seed(0), max_degrees=0, max_shift=0, scale=(1.0, 1.0)
-    )
-    assert torch.allclose(out, x, atol=1e-5)
-
-
-def test_random_affine_moves_digits_a_little(mnist_test: MnistSplit) -> None:
-    x = mnist_test.images[:64].float() / 255
-    out = random_affine(x, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape
-    diff = (out - x).abs().mean(dim=(1, 2, 3))
-    assert (diff > 0.01).all()  # every image moved
-    ink_ratio = out.sum(dim=(1, 2, 3)) / x.sum(dim=(1, 2, 3))
-    assert ((ink_ratio > 0.7) & (ink_ratio < 1.3)).all()  # ... and stayed in the frame
-    again = random_affine(x, torch.Generator().manual_seed(0))
-    assert torch.equal(out, again)  # seeded: reproducible
