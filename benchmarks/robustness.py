@@ -1,0 +1,182 @@
+"""How the zoo's models do on digits that are not MNIST's: ``python -m benchmarks.robustness``.
+
+Every image is an upload file (PNG, or JPEG where the style says so) that goes through the
+service's own preprocessing (app.frontend.digits.to_digits, the code behind POST /predict) and
+then the checkpoint's model in float32 on the CPU; an image the service would refuse (422)
+counts as wrong. Suites:
+
+- mnist: the 10,000 MNIST test digits, as PNG files (the control);
+- mnist_c/<name>: MNIST-C's 15 corruptions (benchmarks/mnist_c.py) of the same digits, seeded;
+- fonts, fonts_handwriting: digits rendered from this machine's fonts with pen-like distortions
+  (benchmarks/fonts.py); the second row counts the handwriting-like fonts only;
+- styles/<name>: the test digits uploaded in ways MNIST never was (benchmarks/styles.py).
+
+It prints one table per model, suites down, and writes JSON. With --baseline (a JSON written by
+an earlier run, e.g. at the commit before a change) each cell reads "before -> after".
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.frontend.digits import to_digits
+from app.frontend.preprocess import ImageLimits
+from benchmarks import fonts as font_suite
+from benchmarks import mnist_c, styles
+from models.checkpoint import checkpoint_path, load_checkpoint
+from models.data import load_mnist
+
+MODELS = ("mnist_cnn", "lenet")
+CHUNK = 64  # uploads per to_digits call: a request's worth, as the service sees them
+LIMITS = ImageLimits()
+
+
+def preprocess(files: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Upload files -> N x 28 x 28 uint8 digits and a mask of the ones the service refuses."""
+    digits, refused = [], np.zeros(len(files), bool)
+    for start in range(0, len(files), CHUNK):
+        batch, rejections = to_digits(files[start : start + CHUNK], LIMITS)
+        digits.append(batch)
+        for r in rejections:
+            refused[start + r.index] = True
+    return np.concatenate(digits), refused
+
+
+Suite = tuple[np.ndarray, np.ndarray, np.ndarray]  # digits, refused, labels
+
+
+def build_suites(
+    data_dir: Path, limit: int | None, font_renderings: int, seed: int, only: str | None
+) -> dict[str, Suite]:
+    """Every suite's preprocessed digits, refusals and labels (shared by all models)."""
+    test = load_mnist(data_dir, train=False, download=False).head(limit)
+    images, labels = test.images[:, 0].numpy(), test.labels.numpy()
+    makers: dict[str, Callable[[], tuple[list[bytes], np.ndarray]]] = {
+        "mnist": lambda: ([styles.png_file(d) for d in images], labels)
+    }
+    for name in mnist_c.CORRUPTIONS:
+        makers[f"mnist_c/{name}"] = lambda n=name: (
+            [styles.png_file(d) for d in mnist_c.corrupt(n, images, seed)],
+            labels,
+        )
+    for name in styles.STYLES:
+        makers[f"styles/{name}"] = lambda n=name: (styles.render(n, images, seed), labels)
+    suites: dict[str, Suite] = {}
+    for name, make in makers.items():
+        if only and not name.startswith(only):
+            continue
+        started = time.perf_counter()
+        files, y = make()
+        digits, refused = preprocess(files)
+        suites[name] = (digits, refused, y)
+        print(f"  {name}: {len(files)} files in {time.perf_counter() - started:.1f} s", flush=True)
+    if not only or only.startswith("fonts"):
+        fonts = font_suite.installed_fonts()
+        files, y, hand = font_suite.render_suite(fonts, font_renderings, seed)
+        digits, refused = preprocess(files)
+        suites["fonts"] = (digits, refused, y)
+        suites["fonts_handwriting"] = (digits[hand], refused[hand], y[hand])
+        names = sorted({f.family for f in fonts if f.handwriting})
+        print(f"  fonts: {len(fonts)} font files, handwriting-like: {', '.join(names) or 'none'}")
+    return suites
+
+
+@torch.inference_mode()
+def accuracy(model_path: Path, suites: dict[str, Suite]) -> dict[str, dict[str, float]]:
+    """Each suite's accuracy (refused images count as wrong), refusals, and image count."""
+    ckpt = load_checkpoint(model_path)
+    model, transform = ckpt.model.eval(), ckpt.transform
+    results = {}
+    for name, (digits, refused, labels) in suites.items():
+        x = torch.from_numpy(digits)[:, None]
+        predicted = torch.cat(
+            [model(transform(x[i : i + 1000])).argmax(1) for i in range(0, len(x), 1000)]
+        ).numpy()
+        correct = (predicted == labels) & ~refused
+        results[name] = {
+            "accuracy": float(correct.mean()),
+            "refused": int(refused.sum()),
+            "images": len(labels),
+        }
+    corruptions = [results[k]["accuracy"] for k in results if k.startswith("mnist_c/")]
+    if len(corruptions) == len(mnist_c.CORRUPTIONS):
+        results["mnist_c/mean"] = {
+            "accuracy": statistics.fmean(corruptions),
+            "refused": sum(results[k]["refused"] for k in results if k.startswith("mnist_c/")),
+            "images": sum(results[k]["images"] for k in results if k.startswith("mnist_c/")),
+        }
+    return results
+
+
+def table(model: str, results: dict, baseline: dict | None) -> str:
+    """A markdown table of one model's suites, with the baseline's figures where given."""
+    before = (baseline or {}).get("models", {}).get(model, {})
+    head = (
+        "| suite | before | after | refused |\n|---|---|---|---|"
+        if before
+        else ("| suite | accuracy | refused |\n|---|---|---|")
+    )
+    rows = [f"### {model}", "", head]
+    for suite, r in results.items():
+        now = f"{r['accuracy']:.2%}"
+        refused = f"{r['refused']} of {r['images']}"
+        if before:
+            old = before.get(suite)
+            was = f"{old['accuracy']:.2%}" if old else "-"
+            rows.append(f"| {suite} | {was} | {now} | {refused} |")
+        else:
+            rows.append(f"| {suite} | {now} | {refused} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the suites, measure every model, print the tables, write the JSON."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.robustness",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="root holding MNIST/raw/")
+    p.add_argument("--weights", type=Path, default=None, help="folder of <model>.safetensors")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--limit", type=int, help="MNIST test digits per suite (default: all 10,000)")
+    p.add_argument("--font-renderings", type=int, default=10, help="per font and digit")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", help="only the suites whose name starts with this")
+    p.add_argument("--baseline", type=Path, help="an earlier run's JSON, shown as 'before'")
+    p.add_argument("--json", type=Path, help="write the results here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    print("building suites (each through the service's preprocessing):", flush=True)
+    suites = build_suites(args.data_dir, args.limit, args.font_renderings, args.seed, args.only)
+    baseline = json.loads(args.baseline.read_text()) if args.baseline else None
+    report: dict[str, object] = {
+        "seed": args.seed,
+        "limit": args.limit,
+        "font_renderings": args.font_renderings,
+        "models": {},
+    }
+    for model in args.models.split(","):
+        path = (
+            checkpoint_path(model)
+            if args.weights is None
+            else args.weights / f"{model}.safetensors"
+        )
+        results = accuracy(path, suites)
+        report["models"][model] = results  # type: ignore[index]
+        print("\n" + table(model, results, baseline), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
