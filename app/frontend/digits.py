@@ -40,6 +40,7 @@ from app.frontend.preprocess import (
     check_pixels,
     decode_image,
     digit_from_gray,
+    impulses,
     luminance,
     png_size,
 )
@@ -187,6 +188,10 @@ def batch_digits(g: np.ndarray) -> tuple[np.ndarray, dict[int, ImageRejected]]:
     with np.errstate(divide="ignore", invalid="ignore"):  # blank pages: rejected below
         ink *= np.where(stretch, 1 / (top - centre), 1.0).astype(np.float32)[:, None, None]
     np.clip(ink, 0, 1, out=ink)
+    # Salt and pepper: the reference's median filter. (Ink across the border needs nothing:
+    # where the border has no noise, i.e. over half of it is one value, the reference's
+    # two-level paper estimate is that value, as here.)
+    busy = impulses(ink)
     # --- _crop: the digit's box (ink > TIGHT) and the window of any ink around it -----------
     tight = ink > TIGHT
     tight_rows, tight_cols = np.asarray(tight.any(2)), np.asarray(tight.any(1))
@@ -212,7 +217,7 @@ def batch_digits(g: np.ndarray) -> tuple[np.ndarray, dict[int, ImageRejected]]:
         tx = COM_TARGET - ((cols @ xs) / mass - wx0) + 0.5
     near = np.minimum(np.abs(ty - np.round(ty)), np.abs(tx - np.round(tx))) < _ROUNDING_MARGIN
     simple = ~blank & (sigma == 0) & tight_rows.any(1) & ((side == BOX) | (side == BOX - 1))
-    simple &= ~near
+    simple &= ~near & ~busy
     height, width = wy1 - wy0, wx1 - wx0
     top_ = np.clip(np.floor(np.nan_to_num(ty)), 0, FRAME - height).astype(np.int64)
     left = np.clip(np.floor(np.nan_to_num(tx)), 0, FRAME - width).astype(np.int64)
@@ -226,10 +231,12 @@ def batch_digits(g: np.ndarray) -> tuple[np.ndarray, dict[int, ImageRejected]]:
             digits[i, t : t + b - a, lf : lf + d - c] = ink[i, a:b, c:d]
             continue
         try:
-            if empty or (not noisy and not inked):
-                raise _blank()
-            if noisy:  # threshold and despeckle, as the reference does
+            if noisy or busy[i]:
+                # Noise (threshold, wandering paper, despeckling) or salt and pepper (median
+                # filter): the reference decides, blank pages included.
                 digits[i] = digit_from_gray(original[i])
+            elif empty or not inked:
+                raise _blank()
             else:  # resize to the 20 px box, or a centre too close to a rounding boundary
                 digits[i] = _centre(_fit_box(ink[i, a:b, c:d], sd))
         except ImageRejected as exc:

@@ -33,8 +33,16 @@ SPECK_LEVEL = 0.15  # in noisy images, bbox ignores ink whose 3x3 mean is below 
 # Stroke width / digit size, estimated as in _stroke_width: MNIST's median is 0.16, its 1st
 # percentile 0.08. Far below that (pen strokes on a big canvas) the strokes would vanish.
 THIN_STROKE, TARGET_STROKE = 0.06, 0.12
+BORDER_INK = 0.15  # tight crops (forms, USPS-like frames): ink on this share of the border
+# Salt-and-pepper noise: ink pixels with no ink around them, on at least 1% of the image (and
+# at least 8 of them); MNIST's test digits have at most a few.
+IMPULSE_SHARE, IMPULSE_MIN = 0.01, 8
+# A small image's paper wanders (fog, shadow) when the border's values spread this many times
+# more than neighbouring border pixels differ; then a grey opening stands in for the paper.
+WANDER = 3.0
 _ORIENTATION = 0x0112  # EXIF tag
 _INDEX = np.arange(FRAME, dtype=np.float64)
+_NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 # Our header check (ImageLimits.max_pixels, 40 M by default) refuses what Pillow would warn
 # about (89 M) before any pixel is decoded: its warning would only repeat that in the log.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -186,6 +194,40 @@ def _quantile(a: np.ndarray, q: float) -> float:
     return float(np.partition(a, k)[k])
 
 
+def _otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of ``values`` in [0, 1] (64 bins): the most between-class variance."""
+    counts, edges = np.histogram(values, bins=64, range=(0.0, 1.0))
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(counts)[:-1].astype(np.float64)
+    s0 = np.cumsum(counts * centres)[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = s0 / w0 - (float(counts @ centres) - s0) / (values.size - w0)
+    between = np.nan_to_num(w0 * (values.size - w0) * gap**2)
+    return float(edges[int(between.argmax()) + 1])
+
+
+def _paper_on_border(border: np.ndarray) -> np.ndarray | None:
+    """Which border pixels are paper when much ink crosses the border; None when little does.
+
+    A tight crop puts ink on a third or more of its border, so the border's median (the paper
+    level everywhere else) lands between ink and paper, and its spread looks like heavy noise
+    that hides the digit. Split the border into two levels instead: the paper is the level
+    holding the border's most common value, and the other level must stand out from the
+    paper's own noise (two halves of a light gradient do not).
+    """
+    threshold = _otsu(border)
+    high = border > threshold
+    share = float(high.mean())
+    if min(share, 1 - share) < BORDER_INK:
+        return None
+    counts, edges = np.histogram(border, bins=64, range=(0.0, 1.0))
+    paper = high if edges[int(counts.argmax())] >= threshold else ~high
+    level = _quantile(border[paper], 0.5)
+    sigma = 1.4826 * _quantile(np.abs(border[paper] - level), 0.5)
+    other = _quantile(border[~paper], 0.5)
+    return paper if abs(other - level) >= NOISE_K * sigma + 2 * MIN_CONTRAST else None
+
+
 def _ink(gray: np.ndarray) -> np.ndarray:
     """Luminance -> ink map: white ink on black, background 0, noise suppressed, ink peak 1."""
     border = np.concatenate(_edges(gray))
@@ -193,7 +235,8 @@ def _ink(gray: np.ndarray) -> np.ndarray:
         # Already white full-range ink on a black page (MNIST): every step below would leave
         # it as it is (paper 0, not inverted, no noise, no stretch), so skip them.
         return gray
-    paper = _quantile(border, 0.5)
+    on_paper = _paper_on_border(border)  # None: the border is paper (the usual case)
+    paper = _quantile(border if on_paper is None else border[on_paper], 0.5)
     # Polarity: ink lies on the side of the paper whose 1%/99% tail is farther away; when the
     # tails are alike (thin strokes under 1% of pixels, or only noise) the mean decides.
     step = math.ceil(math.sqrt(gray.size / 65536))  # ~65k samples are plenty for 1% tails
@@ -207,7 +250,7 @@ def _ink(gray: np.ndarray) -> np.ndarray:
         gray, border = 1 - gray, 1 - border
     h, w = gray.shape
     field: float | np.ndarray = 1 - paper if inverted else paper
-    if min(h, w) >= PLANE_MIN_SIDE:
+    if min(h, w) >= PLANE_MIN_SIDE and on_paper is None:
         # A plane through the four edges' 25th percentiles (robust to ink crossing an edge)
         # removes a linear light gradient across a photographed page.
         top, bottom, left, right = (_quantile(e, 0.25) for e in _edges(gray))
@@ -215,8 +258,12 @@ def _ink(gray: np.ndarray) -> np.ndarray:
         ys = (np.arange(h, dtype=np.float32) - (h - 1) / 2) * np.float32(gy)
         xs = (np.arange(w, dtype=np.float32) - (w - 1) / 2) * np.float32(gx)
         field = np.float32((top + bottom + left + right) / 4) + ys[:, None] + xs[None, :]
+    elif on_paper is None and _wandering(gray):
+        field = _background(gray)
     resid = gray - field
-    rb = np.concatenate(_edges(resid)) if min(h, w) >= PLANE_MIN_SIDE else border - field
+    rb = np.concatenate(_edges(resid)) if isinstance(field, np.ndarray) else border - field
+    if on_paper is not None:  # the noise and the paper level from the paper alone
+        rb = rb[on_paper]
     centre = _quantile(rb, 0.5)
     sigma = 1.4826 * _quantile(np.abs(rb - centre), 0.5)  # MAD: 0 on clean (MNIST) borders
     thr = centre + NOISE_K * sigma
@@ -233,7 +280,51 @@ def _ink(gray: np.ndarray) -> np.ndarray:
         # their values (a soft threshold would thin every stroke by the noise level).
         ink[resid <= thr] = 0
     np.clip(ink, 0, 1, out=ink)
+    if impulses(ink[None])[0]:
+        ink = _median3(ink)
     return _despeckle(ink) if sigma > 0 else ink
+
+
+def impulses(ink: np.ndarray) -> np.ndarray:
+    """Per image of N x h x w ink maps: whether salt-and-pepper noise is sprinkled over it
+    (many lone pixels: at least half ink, every one of their 8 neighbours under a quarter)."""
+    p = np.pad(ink, ((0, 0), (1, 1), (1, 1)))
+    h, w = ink.shape[1:]
+    around = np.maximum.reduce(
+        [p[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _NEIGHBOURS]
+    )
+    lone = ((ink >= 0.5) & (around < 0.25)).sum((1, 2))
+    return np.asarray(lone >= max(IMPULSE_MIN, IMPULSE_SHARE * h * w))
+
+
+def _median3(ink: np.ndarray) -> np.ndarray:
+    """3x3 median filter: takes the salt off the page and the pepper out of the strokes."""
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(ink, 1), (3, 3))
+    return np.median(windows, axis=(-2, -1)).astype(np.float32)
+
+
+def _wandering(gray: np.ndarray) -> bool:
+    """Whether the paper's level wanders smoothly (fog, a shadow, a stain) along the border:
+    its values spread far more than neighbouring border pixels differ (which is the noise)."""
+    edges = _edges(gray)
+    border = np.concatenate(edges)
+    spread = _quantile(np.abs(border - _quantile(border, 0.5)), 0.5)
+    steps = np.abs(np.concatenate([np.diff(e) for e in edges]))
+    return spread > max(WANDER * _quantile(steps, 0.5), MIN_CONTRAST / 2)
+
+
+def _background(gray: np.ndarray) -> np.ndarray:
+    """The page without the strokes: a grey opening (min then max over a square wider than a
+    stroke), which follows a smoothly varying background and drops anything thinner."""
+    k = max(5, min(gray.shape) // 4) | 1
+    out = gray
+    for reduce in (np.minimum, np.maximum):
+        for axis in (0, 1):
+            pad = [(k // 2, k // 2) if a == axis else (0, 0) for a in (0, 1)]
+            padded = np.pad(out, pad, mode="edge")
+            windows = np.lib.stride_tricks.sliding_window_view(padded, k, axis=axis)
+            out = reduce.reduce(windows, axis=-1)
+    return out.astype(np.float32)
 
 
 def _span(mask: np.ndarray) -> tuple[int, int]:
