@@ -11,8 +11,9 @@ counts as wrong. Suites:
   (benchmarks/fonts.py); the second row counts the handwriting-like fonts only;
 - styles/<name>: the test digits uploaded in ways MNIST never was (benchmarks/styles.py).
 
-It prints one table per model, suites down, and writes JSON. With --baseline (a JSON written by
-an earlier run, e.g. at the commit before a change) each cell reads "before -> after".
+It prints a markdown table, suites down and models across, and writes JSON. With --baseline (a
+JSON written by an earlier run, e.g. at the commit before a change) each model gets a "before"
+column beside its "after".
 """
 
 import argparse
@@ -115,24 +116,32 @@ def accuracy(model_path: Path, suites: dict[str, Suite]) -> dict[str, dict[str, 
     return results
 
 
-def table(model: str, results: dict, baseline: dict | None) -> str:
-    """A markdown table of one model's suites, with the baseline's figures where given."""
-    before = (baseline or {}).get("models", {}).get(model, {})
-    head = (
-        "| suite | before | after | refused |\n|---|---|---|---|"
-        if before
-        else ("| suite | accuracy | refused |\n|---|---|---|")
-    )
-    rows = [f"### {model}", "", head]
-    for suite, r in results.items():
-        now = f"{r['accuracy']:.2%}"
-        refused = f"{r['refused']} of {r['images']}"
-        if before:
-            old = before.get(suite)
-            was = f"{old['accuracy']:.2%}" if old else "-"
-            rows.append(f"| {suite} | {was} | {now} | {refused} |")
-        else:
-            rows.append(f"| {suite} | {now} | {refused} |")
+def _cell(entry: dict | None) -> str:
+    return "-" if entry is None else f"{entry['accuracy']:.2%}"
+
+
+def table(models: dict[str, dict], baseline: dict | None) -> str:
+    """One markdown table: suites down, each model's accuracy (before -> after with a baseline)
+    across, and the images the service refuses (the same for every model)."""
+    before = (baseline or {}).get("models", {})
+    names = list(models)
+    head = ["suite"]
+    for m in names:
+        head += [f"{m} before", f"{m} after"] if m in before else [m]
+    head.append("refused" + (" before -> after" if before else ""))
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for suite in models[names[0]]:
+        cells = [suite]
+        for m in names:
+            if m in before:
+                cells.append(_cell(before[m].get(suite)))
+            cells.append(_cell(models[m].get(suite)))
+        now = models[names[0]][suite]
+        refused = f"{now['refused']} of {now['images']}"
+        old = before.get(names[0], {}).get(suite) if before else None
+        if old is not None:
+            refused = f"{old['refused']} -> {refused}"
+        rows.append("| " + " | ".join([*cells, refused]) + " |")
     return "\n".join(rows)
 
 
@@ -171,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         results = accuracy(path, suites)
         report["models"][model] = results  # type: ignore[index]
-        print("\n" + table(model, results, baseline), flush=True)
+    print("\n" + table(report["models"], baseline), flush=True)  # type: ignore[arg-type]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")
