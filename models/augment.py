@@ -17,7 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-FULL_SCALE = 0.95  # app.frontend.preprocess.FULL_SCALE (models/ does not import the service)
+# The service's framing, from app/frontend/preprocess.py (models/ does not import the service):
+FULL_SCALE = 0.95  # ink peaking above this is not stretched
+TIGHT = 0.1  # the digit's box is where ink exceeds this ...
+BOX = 20  # ... and is scaled to this many pixels
+COM_TARGET = 14.0  # the centre of mass goes to this pixel index
 
 
 @dataclass(frozen=True)
@@ -27,9 +31,13 @@ class AugmentRecipe:
     affine_p: float = 1.0
     max_degrees: float = 12.0
     max_shear: float = 12.0  # degrees, horizontal: slanted handwriting
-    # Digit size in the frame: below 1 a loose frame, above 1 a tight one (strokes may touch it).
+    # Framing, around the service's own (box fitted to 20 px, centre of mass at the centre):
+    # below 1 a loose frame, above 1 a tight one (strokes may touch it); a shift in pixels.
     scale: tuple[float, float] = (0.85, 1.15)
-    max_shift: float = 2.0  # pixels
+    max_shift: float = 2.0
+    clutter_p: float = 0.15  # a ruled line, a form's box edge, a scratch: dashed or wavy at times
+    grain_p: float = 0.15  # grainy ink (pencil on rough paper, a noisy sensor)
+    grain: tuple[float, float] = (0.2, 0.5)  # relative standard deviation of the ink
     elastic_p: float = 0.4
     elastic_px: float = 1.5  # peak displacement of the smooth random field, in pixels
     stroke_p: float = 0.4  # thicker (dilation) twice as often as thinner (erosion)
@@ -43,7 +51,14 @@ class AugmentRecipe:
 
 
 NO_AUGMENT = AugmentRecipe(
-    affine_p=0.0, elastic_p=0.0, stroke_p=0.0, blur_p=0.0, lowres_p=0.0, contrast_p=0.0
+    affine_p=0.0,
+    elastic_p=0.0,
+    stroke_p=0.0,
+    blur_p=0.0,
+    lowres_p=0.0,
+    contrast_p=0.0,
+    clutter_p=0.0,
+    grain_p=0.0,
 )
 
 
@@ -106,18 +121,10 @@ def _affine_theta(draw: _Draw, r: AugmentRecipe, h: int, w: int) -> Tensor:
     on[draw.run(r.affine_p)] = 1
     angle = draw.uniform(-r.max_degrees, r.max_degrees) * on * (math.pi / 180)
     shear = torch.tan(draw.uniform(-r.max_shear, r.max_shear) * on * (math.pi / 180))
-    inv_scale = 1 / (1 + (draw.uniform(*r.scale) - 1) * on)
-    # affine_grid works in [-1, 1]: one pixel is 2 / size.
-    tx = draw.uniform(-r.max_shift, r.max_shift) * on * (2.0 / w)
-    ty = draw.uniform(-r.max_shift, r.max_shift) * on * (2.0 / h)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    # Rotation, then a horizontal shear, then scaling: [[cos, -sin + shear*cos], [sin, ...]].
-    a = torch.stack([cos, -sin + shear * cos, tx], 1) * torch.stack(
-        [inv_scale, inv_scale, torch.ones(n, device=draw.device)], 1
-    )
-    b = torch.stack([sin, cos + shear * sin, ty], 1) * torch.stack(
-        [inv_scale, inv_scale, torch.ones(n, device=draw.device)], 1
-    )
+    cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros(n, device=draw.device)
+    # Rotation, then a horizontal shear: [[cos, -sin + shear*cos], [sin, cos + shear*sin]].
+    a = torch.stack([cos, -sin + shear * cos, zero], 1)
+    b = torch.stack([sin, cos + shear * sin, zero], 1)
     return torch.stack([a, b], 1)
 
 
@@ -130,7 +137,7 @@ def _elastic_field(k: int, draw: _Draw, r: AugmentRecipe, h: int, w: int) -> Ten
 
 
 def geometry(x: Tensor, draw: _Draw, r: AugmentRecipe) -> Tensor:
-    """Rotation, shear, framing and elastic wobble, sampled once (one grid_sample)."""
+    """Rotation, shear and elastic wobble, sampled once (one grid_sample)."""
     if r.affine_p <= 0 and r.elastic_p <= 0:
         return x
     n, _, h, w = x.shape
@@ -152,6 +159,32 @@ def _gaussian(x: Tensor, draw: _Draw, sigma: tuple[float, float]) -> Tensor:
     y = F.conv2d(F.pad(y, (0, 0, 2, 2)), k.view(n * c, 1, 5, 1), groups=n * c)
     y = F.conv2d(F.pad(y, (2, 2, 0, 0)), k.view(n * c, 1, 1, 5), groups=n * c)
     return y.view(n, c, h, w)
+
+
+def clutter(x: Tensor, draw: _Draw, p: float) -> Tensor:
+    """A line across the frame: ruled paper, a form's box, a scratch; a third of them dashed
+    and a third wavy. Drawn as a distance field, so every image of the run gets its own."""
+    run = draw.run(p)
+    k = run.stop - run.start
+    if k == 0:
+        return x
+    h, w = x.shape[-2:]
+    shape = (-1, 1, 1, 1)
+    ys = torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, h, 1) - (h - 1) / 2
+    xs = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, w) - (w - 1) / 2
+    theta = draw.uniform(0, math.pi, k).view(shape)
+    offset = draw.uniform(-0.4 * h, 0.4 * h, k).view(shape)
+    across = xs * torch.cos(theta) + ys * torch.sin(theta)  # distance from the centre line
+    along = -xs * torch.sin(theta) + ys * torch.cos(theta)
+    style = draw.uniform(0, 3, k).view(shape)  # [0, 1) solid, [1, 2) dashed, [2, 3) wavy
+    period = draw.uniform(3, 6, k).view(shape)
+    wave = torch.where(style >= 2, 1.5 * torch.sin(along * (2 * math.pi) / period), 0)
+    width = draw.uniform(0.5, 1.2, k).view(shape)
+    line = (1 - ((across - offset - wave).abs() - width).clamp_min(0)).clamp_min(0)
+    dashes = torch.sin(along * (math.pi / period)) > 0
+    line = torch.where((style >= 1) & (style < 2) & ~dashes, 0, line)
+    x[run] = torch.maximum(x[run], line * draw.uniform(0.6, 1.0, k).view(shape))
+    return x
 
 
 def blur(x: Tensor, draw: _Draw, p: float, sigma: tuple[float, float]) -> Tensor:
@@ -188,6 +221,59 @@ def contrast_gamma(x: Tensor, draw: _Draw, r: AugmentRecipe) -> Tensor:
     return x
 
 
+def grain(x: Tensor, draw: _Draw, p: float, level: tuple[float, float]) -> Tensor:
+    """Grainy ink: multiplicative noise on the strokes (the paper stays clean, as the service's
+    noise threshold leaves it)."""
+    run = draw.run(p)
+    k = run.stop - run.start
+    if k == 0:
+        return x
+    sd = draw.uniform(level[0], level[1], k).view(-1, 1, 1, 1)
+    noise = draw.uniform(-1.7320508, 1.7320508, *x[run].shape)  # unit variance
+    x[run] = (x[run] * (1 + sd * noise)).clamp(0, 1)
+    return x
+
+
+def reframe(x: Tensor, draw: _Draw, r: AugmentRecipe) -> Tensor:
+    """Frame every digit as the service does (the box of ink above 0.1 scaled to 20 px, the
+    centre of mass at the middle), then off by the recipe's framing: so whatever the other
+    transforms did to the box (a line across the frame, a thicker pen), the model sees it as
+    the service would show it, not as MNIST's framing would."""
+    n, _, h, w = x.shape
+    ink = x > TIGHT
+    rows, cols = ink.any(3)[:, 0].float(), ink.any(2)[:, 0].float()
+    index_h = torch.arange(h, device=x.device, dtype=x.dtype)
+    index_w = torch.arange(w, device=x.device, dtype=x.dtype)
+
+    def extent(profile: Tensor, index: Tensor) -> Tensor:
+        first = torch.where(profile > 0, index, index.numel()).amin(1)
+        last = torch.where(profile > 0, index, -1).amax(1)
+        return (last - first + 1).clamp_min(1)
+
+    side = torch.maximum(extent(rows, index_h), extent(cols, index_w))
+    mass = x.sum((1, 2, 3)).clamp_min(1e-6)
+    cy = (x.sum((1, 3)) * index_h).sum(1) / mass
+    cx = (x.sum((1, 2)) * index_w).sum(1) / mass
+    on = torch.zeros(n, device=x.device)
+    on[draw.run(r.affine_p)] = 1
+    scale = BOX / side * (1 + (draw.uniform(*r.scale) - 1) * on)  # output px per input px
+    ty = COM_TARGET + draw.uniform(-r.max_shift, r.max_shift) * on
+    tx = COM_TARGET + draw.uniform(-r.max_shift, r.max_shift) * on
+    blank = mass <= 1e-6
+    scale = torch.where(blank, 1.0, scale)
+    cy, cx = torch.where(blank, ty, cy), torch.where(blank, tx, cx)
+    # Output pixel i samples input pixel (i - t) / scale + c. In grid units (align_corners
+    # False: pixel i sits at (2i + 1) / size - 1) that is g_in = g_out / scale + offset, with
+    # offset = ((size - 1 - 2t) / scale + 2c + 1) / size - 1.
+    inv = 1 / scale
+    gx = ((w - 1 - 2 * tx) * inv + 2 * cx + 1) / w - 1
+    gy = ((h - 1 - 2 * ty) * inv + 2 * cy + 1) / h - 1
+    zero = torch.zeros_like(inv)
+    theta = torch.stack([torch.stack([inv, zero, gx], 1), torch.stack([zero, inv, gy], 1)], 1)
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def restretch(x: Tensor) -> Tensor:
     """Peak back to 1 where resampling or blurring lowered it, as the service's preprocessing
     does (app/frontend/preprocess.py leaves peaks of FULL_SCALE and more alone, as here)."""
@@ -208,11 +294,15 @@ def augment(
     """
     if host is None:
         host = torch.Generator().manual_seed(generator.initial_seed())
+    if recipe == NO_AUGMENT:
+        return x
     draw = _Draw(x.shape[0], generator, x.device, host)
     x = stroke_width(x.clone(), draw, recipe.stroke_p)  # the transforms write in place
     x = geometry(x, draw, recipe)
+    x = clutter(x, draw, recipe.clutter_p)
     x = blur(x, draw, recipe.blur_p, recipe.blur_sigma)
     x = low_resolution(x, draw, recipe.lowres_p, recipe.lowres_side)
+    x = reframe(x, draw, recipe)
     # The service stretches a blurred digit's faint peak back to full ink; so do we.
-    x = restretch(x)
+    x = grain(restretch(x), draw, recipe.grain_p, recipe.grain)
     return contrast_gamma(x, draw, recipe)

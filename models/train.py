@@ -48,9 +48,11 @@ class Recipe:
 RECIPES = {
     "lenet": Recipe(epochs=30, batch_size=128, lr=4e-3, weight_decay=0.0),
     "mnist_cnn": Recipe(epochs=20, batch_size=256, lr=3e-3),
-    "alexnet": Recipe(epochs=2, batch_size=256, lr=3e-4),
+    # Two epochs made 99.31% (alexnet) and 99.39% (vgg16) on an H200 with shifts and rotations
+    # only; with the harder augmentation they get more (not yet measured: no GPU here).
+    "alexnet": Recipe(epochs=4, batch_size=256, lr=3e-4),
 }
-DEFAULT_RECIPE = Recipe(epochs=2, batch_size=128, lr=1e-4)  # the VGGs
+DEFAULT_RECIPE = Recipe(epochs=3, batch_size=128, lr=1e-4)  # the VGGs
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -1,5 +1,6 @@
 """On-device augmentation: each transform does what its name says, at its probability, seeded."""
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -12,9 +13,12 @@ from models.augment import (
     _Draw,
     augment,
     blur,
+    clutter,
     contrast_gamma,
     geometry,
+    grain,
     low_resolution,
+    reframe,
     stroke_width,
 )
 from models.data import MnistSplit
@@ -58,13 +62,35 @@ def test_seeded_and_reproducible(batch: torch.Tensor) -> None:
     assert a.shape == batch.shape and float(a.min()) >= 0 and float(a.max()) <= 1
 
 
+def _alone(name: str, p: float) -> Callable[[torch.Tensor, _Draw], torch.Tensor]:
+    """One transform at probability p, called as augment calls it."""
+    r = replace(AugmentRecipe(), **{f"{name}_p": p})
+    calls: dict[str, Callable[[torch.Tensor, _Draw], torch.Tensor]] = {
+        "stroke": lambda x, d: stroke_width(x, d, p),
+        "elastic": lambda x, d: geometry(x, d, replace(r, affine_p=0.0)),
+        "affine": lambda x, d: geometry(x, d, replace(r, elastic_p=0.0)),
+        "clutter": lambda x, d: clutter(x, d, p),
+        "blur": lambda x, d: blur(x, d, p, r.blur_sigma),
+        "lowres": lambda x, d: low_resolution(x, d, p, r.lowres_side),
+        "grain": lambda x, d: grain(x, d, p, r.grain),
+        "contrast": lambda x, d: contrast_gamma(x, d, r),
+    }
+    return calls[name]
+
+
 @pytest.mark.parametrize(
-    "field", ["affine_p", "elastic_p", "stroke_p", "blur_p", "lowres_p", "contrast_p"]
+    "name", ["stroke", "elastic", "affine", "clutter", "blur", "lowres", "grain", "contrast"]
 )
-def test_each_transform_touches_its_share_of_the_batch(batch: torch.Tensor, field: str) -> None:
+def test_each_transform_touches_its_share_of_the_batch(batch: torch.Tensor, name: str) -> None:
     for p in (0.25, 0.5):
-        out = augment(batch, torch.Generator().manual_seed(1), only(**{field: p}))
-        assert int(changed(out, batch).sum()) == round(p * len(batch)), (field, p)
+        out = _alone(name, p)(batch.clone(), draw())
+        assert int(changed(out, batch).sum()) == round(p * len(batch)), (name, p)
+
+
+def test_framing_jitter_touches_its_share_of_the_batch(batch: torch.Tensor) -> None:
+    plain = reframe(batch.clone(), draw(), only(affine_p=0.0))
+    jittered = reframe(batch.clone(), draw(), replace(AugmentRecipe(), affine_p=0.25))
+    assert int(changed(jittered, plain).sum()) == 16
 
 
 def test_runs_start_at_random_offsets() -> None:
@@ -94,22 +120,59 @@ def test_erosion_never_wipes_a_digit_out() -> None:
 
 
 def test_shear_slants_columns_but_keeps_each_row_s_ink(batch: torch.Tensor) -> None:
-    r = only(affine_p=1.0, max_degrees=0.0, max_shear=20.0, scale=(1.0, 1.0), max_shift=0.0)
+    r = only(affine_p=1.0, max_degrees=0.0, max_shear=20.0)
     out = geometry(batch.clone(), draw(), r)
     rows_before, rows_after = batch.sum(3), out.sum(3)
     assert torch.allclose(rows_before, rows_after, atol=0.35)
     assert (out.sum(2) - batch.sum(2)).abs().amax() > 1.0
 
 
-def test_framing_scales_the_digit(batch: torch.Tensor) -> None:
-    def ink_height(x: torch.Tensor) -> torch.Tensor:
-        return ((x > 0.3).any(3)[:, 0]).float().sum(1)
+def _box_and_com(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ink = x[:, 0] > 0.1
+    rows, cols = ink.any(2), ink.any(1)
+    idx = torch.arange(28.0)
+    height = rows.float().sum(1)  # MNIST's strokes have no gaps across a row or column
+    side = torch.maximum(height, cols.float().sum(1))
+    mass = x.sum((1, 2, 3))
+    cy = (x[:, 0].sum(2) * idx).sum(1) / mass
+    cx = (x[:, 0].sum(1) * idx).sum(1) / mass
+    return side, cy, cx
 
-    tight = only(affine_p=1.0, max_degrees=0.0, max_shear=0.0, scale=(1.25, 1.25), max_shift=0)
-    loose = replace(tight, scale=(0.75, 0.75))
-    h = ink_height(batch)
-    assert (ink_height(geometry(batch.clone(), draw(), tight)) >= h).all()
-    assert (ink_height(geometry(batch.clone(), draw(), loose)) < h).all()
+
+def test_reframe_frames_as_the_service_does(batch: torch.Tensor) -> None:
+    """Box to 20 px, centre of mass to pixel 14: a digit squeezed into a corner comes back."""
+    small = F.interpolate(batch, scale_factor=0.5, mode="bilinear")  # 14x14 digits ...
+    corner = torch.zeros_like(batch)
+    corner[:, :, :14, :14] = small  # ... in the top-left corner, box ~10 px
+    out = reframe(corner, draw(), only(affine_p=0.0))
+    side, cy, cx = _box_and_com(out)
+    assert ((side >= 19) & (side <= 22)).all(), side  # 20, and a resampling halo
+    assert (cy - 14).abs().max() < 0.6 and (cx - 14).abs().max() < 0.6
+
+
+def test_framing_tight_and_loose(batch: torch.Tensor) -> None:
+    def box(scale: float) -> torch.Tensor:
+        r = replace(AugmentRecipe(), affine_p=1.0, scale=(scale, scale), max_shift=0.0)
+        return _box_and_com(reframe(batch.clone(), draw(), r))[0]
+
+    tight, plain, loose = box(1.25), box(1.0), box(0.75)
+    assert (tight > plain).float().mean() > 0.9 and (loose < plain).all()
+    assert (tight >= 24).float().mean() > 0.9  # 25 px of a 28 px frame: touching its edges
+
+
+def test_clutter_draws_lines_where_there_was_paper(batch: torch.Tensor) -> None:
+    out = clutter(batch.clone(), draw(), 1.0)
+    new_ink = ((batch == 0) & (out > 0.3)).sum((1, 2, 3))
+    assert (new_ink >= 6).all()  # a line, even a dashed one cut by the frame
+    assert torch.equal(torch.maximum(out, batch), out)  # the digit's own ink stays
+
+
+def test_grain_roughens_ink_but_leaves_the_paper(batch: torch.Tensor) -> None:
+    out = grain(batch.clone(), draw(), 1.0, (0.3, 0.3))
+    paper = batch == 0
+    assert torch.equal(out[paper], batch[paper])
+    strokes = batch > 0.9
+    assert (out[strokes] < 0.85).float().mean() > 0.2  # a uniform +-52% grain dims many
 
 
 def test_elastic_wobble_moves_ink_a_little(batch: torch.Tensor) -> None:
