@@ -249,7 +249,8 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     if inverted:
         gray, border = 1 - gray, 1 - border
     h, w = gray.shape
-    field: float | np.ndarray = 1 - paper if inverted else paper
+    level = 1 - paper if inverted else paper
+    field: float | np.ndarray = level
     if min(h, w) >= PLANE_MIN_SIDE and on_paper is None:
         # A plane through the four edges' 25th percentiles (robust to ink crossing an edge)
         # removes a linear light gradient across a photographed page.
@@ -260,23 +261,11 @@ def _ink(gray: np.ndarray) -> np.ndarray:
         field = np.float32((top + bottom + left + right) / 4) + ys[:, None] + xs[None, :]
     elif on_paper is None and _wandering(gray):
         field = _background(gray)
-    resid = gray - field
-    rb = np.concatenate(_edges(resid)) if isinstance(field, np.ndarray) else border - field
-    centre, sigma = _noise(rb, on_paper)
-    thr = centre + NOISE_K * sigma
-    peak = float(resid.max())
-    noisy = resid
-    for _ in range(2 if sigma > 0 and min(h, w) >= PLANE_MIN_SIDE else 0):
-        if peak - thr >= MIN_CONTRAST:
-            break
-        # Faint ink under noise (pencil on a scan): a 3x3 mean (twice: 5x5, triangular) cuts
-        # the noise by up to 3x (4x) and keeps strokes several pixels wide, which is what a
-        # page at this size has.
-        noisy = _mean3(noisy)
-        centre, sigma = _noise(np.concatenate(_edges(noisy)), on_paper)
-        thr = centre + NOISE_K * sigma
-        peak = float(noisy.max())
-    resid = noisy
+    resid, centre, sigma, thr, peak = _above_paper(gray, border, field, on_paper)
+    if peak - thr < MIN_CONTRAST and isinstance(field, np.ndarray) and min(h, w) < PLANE_MIN_SIDE:
+        # The opening took the strokes for paper (a marker stroke wider than its square, the
+        # border all anti-aliased edge): measure against one paper level, as before.
+        resid, centre, sigma, thr, peak = _above_paper(gray, border, level, on_paper)
     if peak - thr < MIN_CONTRAST:
         raise _blank()
     top_level = 1.0 if peak >= FULL_SCALE else peak  # stretch faint ink; leave full-range alone
@@ -292,6 +281,29 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     if impulses(ink[None])[0]:
         ink = _median3(ink)
     return _despeckle(ink) if sigma > 0 else ink
+
+
+def _above_paper(
+    gray: np.ndarray, border: np.ndarray, field: float | np.ndarray, on_paper: np.ndarray | None
+) -> tuple[np.ndarray, float, float, float, float]:
+    """Ink above the paper ``field``: the residual, the paper's level and noise on the border,
+    the noise threshold and the strongest ink."""
+    resid = gray - field
+    rb = np.concatenate(_edges(resid)) if isinstance(field, np.ndarray) else border - field
+    centre, sigma = _noise(rb, on_paper)
+    thr = centre + NOISE_K * sigma
+    peak = float(resid.max())
+    for _ in range(2 if sigma > 0 and min(gray.shape) >= PLANE_MIN_SIDE else 0):
+        if peak - thr >= MIN_CONTRAST:
+            break
+        # Faint ink under noise (pencil on a scan): a 3x3 mean (twice: 5x5, triangular) cuts
+        # the noise by up to 3x (4x) and keeps strokes several pixels wide, which is what a
+        # page at this size has.
+        resid = _mean3(resid)
+        centre, sigma = _noise(np.concatenate(_edges(resid)), on_paper)
+        thr = centre + NOISE_K * sigma
+        peak = float(resid.max())
+    return resid, centre, sigma, thr, peak
 
 
 def _noise(rb: np.ndarray, on_paper: np.ndarray | None) -> tuple[float, float]:
