@@ -6,18 +6,23 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import torch
 
+from models.checkpoint import load_checkpoint
 from models.data import MnistSplit
-from tests.helpers import png
+from tests.helpers import WEIGHTS, png
 from tests.server import GRACEFUL, Server, start_service, stop_server
 
 
 @pytest.fixture(scope="module")
 def digits(mnist_test: MnistSplit) -> list[tuple[bytes, str]]:
-    # lenet classifies all of the first 300 test digits correctly, so every label must be right.
-    return [
-        (png(mnist_test.images[i, 0].numpy()), str(int(mnist_test.labels[i]))) for i in range(300)
-    ]
+    """300 test digits the committed lenet classifies correctly: every label must come back."""
+    ckpt = load_checkpoint(WEIGHTS / "lenet.safetensors")
+    with torch.no_grad():
+        predicted = ckpt.model(ckpt.transform(mnist_test.images[:400])).argmax(1)
+    right = (predicted == mnist_test.labels[:400]).nonzero()[:300, 0].tolist()
+    assert len(right) == 300
+    return [(png(mnist_test.images[i, 0].numpy()), str(int(mnist_test.labels[i]))) for i in right]
 
 
 async def _drive(

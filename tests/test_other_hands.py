@@ -193,3 +193,18 @@ def test_a_marker_1_filling_its_frame_is_kept(mnist_test: MnistSplit) -> None:
     assert Image.open(BytesIO(data)).size == (28, 94)
     digit = preprocess(data)
     assert shift_corr(digit, mnist_test.images[272, 0].numpy() / 255.0) > 0.5
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 5), (2, 2), (3, 1)])
+def test_tiny_images_get_a_clear_answer(size: tuple[int, int]) -> None:
+    """Schemathesis found a 1x1 WebP that crashed the wandering-page check (500): tiny images
+    are a digit or a blank page, never an error."""
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        img = Image.fromarray(rng.integers(0, 256, size[::-1], dtype=np.uint8))
+        try:
+            digit = preprocess(styles._encode(img))
+        except ImageRejected as exc:
+            assert exc.status_code == 422
+        else:
+            assert digit.shape == (28, 28)

