@@ -74,6 +74,12 @@ class _Draw:
         size = shape or (self.n,)
         return torch.rand(size, generator=self.gen, device=self.device) * (hi - lo) + lo
 
+    def flags(self, p: float) -> Tensor:
+        """N floats: 1 on the run of images that get a transform of probability p, else 0."""
+        on = torch.zeros(self.n, device=self.device)
+        on[self.run(p)] = 1
+        return on
+
     def run(self, p: float) -> slice:
         """round(p * N) consecutive images at a random offset: the ones a transform gets."""
         k = round(p * self.n)
@@ -117,8 +123,7 @@ def stroke_width(x: Tensor, draw: _Draw, p: float) -> Tensor:
 def _affine_theta(draw: _Draw, r: AugmentRecipe, h: int, w: int) -> Tensor:
     """N x 2 x 3 inverse maps (output -> input coordinates) for affine_grid."""
     n = draw.n
-    on = torch.zeros(n, device=draw.device)
-    on[draw.run(r.affine_p)] = 1
+    on = draw.flags(r.affine_p)
     angle = draw.uniform(-r.max_degrees, r.max_degrees) * on * (math.pi / 180)
     shear = torch.tan(draw.uniform(-r.max_shear, r.max_shear) * on * (math.pi / 180))
     cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros(n, device=draw.device)
@@ -254,8 +259,7 @@ def reframe(x: Tensor, draw: _Draw, r: AugmentRecipe) -> Tensor:
     mass = x.sum((1, 2, 3)).clamp_min(1e-6)
     cy = (x.sum((1, 3)) * index_h).sum(1) / mass
     cx = (x.sum((1, 2)) * index_w).sum(1) / mass
-    on = torch.zeros(n, device=x.device)
-    on[draw.run(r.affine_p)] = 1
+    on = draw.flags(r.affine_p)
     scale = BOX / side * (1 + (draw.uniform(*r.scale) - 1) * on)  # output px per input px
     ty = COM_TARGET + draw.uniform(-r.max_shift, r.max_shift) * on
     tx = COM_TARGET + draw.uniform(-r.max_shift, r.max_shift) * on

@@ -10,7 +10,7 @@ import logging
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -102,8 +102,9 @@ def train_one_epoch(
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + epoch))
     shard = order[rt.rank :: rt.world][: len(data) // rt.world].to(rt.device)
     per_rank = max(batch_size // rt.world, 1)
-    aug_gen = torch.Generator(rt.device).manual_seed(seed * 1000 + epoch * 10 + rt.rank)
-    host_gen = torch.Generator().manual_seed(seed * 1000 + epoch * 10 + rt.rank)
+    aug_seed = seed * 1000 + epoch * 10 + rt.rank
+    aug_gen = torch.Generator(rt.device).manual_seed(aug_seed)
+    host_gen = torch.Generator().manual_seed(aug_seed)
     loss_sum = torch.zeros((), device=rt.device)
     correct = torch.zeros((), dtype=torch.long, device=rt.device)
     seen = 0
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         len(train),
     )
     augmentation = NO_AUGMENT if args.no_augment else r.augment
-    augment_log = {k: v for k, v in vars(augmentation).items()}  # the recipe, in the log
+    augment_log = asdict(augmentation)  # the recipe, in the log
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):

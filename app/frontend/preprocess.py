@@ -42,7 +42,6 @@ IMPULSE_SHARE, IMPULSE_MIN = 0.01, 8
 WANDER = 3.0
 _ORIENTATION = 0x0112  # EXIF tag
 _INDEX = np.arange(FRAME, dtype=np.float64)
-_NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 # Our header check (ImageLimits.max_pixels, 40 M by default) refuses what Pillow would warn
 # about (89 M) before any pixel is decoded: its warning would only repeat that in the log.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -222,8 +221,7 @@ def _paper_on_border(border: np.ndarray) -> np.ndarray | None:
         return None
     counts, edges = np.histogram(border, bins=64, range=(0.0, 1.0))
     paper = high if edges[int(counts.argmax())] >= threshold else ~high
-    level = _quantile(border[paper], 0.5)
-    sigma = 1.4826 * _quantile(np.abs(border[paper] - level), 0.5)
+    level, sigma = _noise(border, paper)
     other = _quantile(border[~paper], 0.5)
     return paper if abs(other - level) >= NOISE_K * sigma + 2 * MIN_CONTRAST else None
 
@@ -324,12 +322,14 @@ def _mean3(a: np.ndarray) -> np.ndarray:
 def impulses(ink: np.ndarray) -> np.ndarray:
     """Per image of N x h x w ink maps: whether salt-and-pepper noise is sprinkled over it
     (many lone pixels: at least half ink, every one of their 8 neighbours under a quarter)."""
-    p = np.pad(ink, ((0, 0), (1, 1), (1, 1)))
     h, w = ink.shape[1:]
-    around = np.maximum.reduce(
-        [p[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _NEIGHBOURS]
-    )
-    lone = ((ink >= 0.5) & (around < 0.25)).sum((1, 2))
+    # Neighbours all under a quarter = the pixel is the only one of its 3x3 window at a quarter
+    # or more: a separable count of uint8 flags, 3x cheaper than a maximum over 8 shifts (this
+    # runs on every image of the vectorised path).
+    faint = np.pad(ink >= 0.25, ((0, 0), (1, 1), (1, 1))).view(np.uint8)
+    rows = faint[:, :-2] + faint[:, 1:-1] + faint[:, 2:]
+    window = rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
+    lone = ((ink >= 0.5) & (window == 1)).sum((1, 2))
     return np.asarray(lone >= max(IMPULSE_MIN, IMPULSE_SHARE * h * w))
 
 
