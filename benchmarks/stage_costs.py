@@ -24,8 +24,8 @@ from PIL import Image
 
 from app.catalog import Loaded
 from app.engine.predictor import Predictor
+from app.frontend.answer import encode
 from app.frontend.digits import to_digits
-from app.frontend.predict import encode
 from app.frontend.preprocess import ImageLimits, preprocess
 from app.frontend.uploads import parse_multipart
 from app.schemas import CheckpointInfo
