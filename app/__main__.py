@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from app import logs
 from app.config import Settings
 from app.engine.wire import shm_dir
 from app.layout import MULTIPROCESS_ENV, Layout, plan
 
 if TYPE_CHECKING:
-    from app.engine.owner import OwnerProcess
+    from app.engine.owner_process import OwnerProcess
 
 log = logging.getLogger("app")
 GRACEFUL_SHUTDOWN_S = 30
@@ -53,7 +54,7 @@ def serve(layout: Layout, host: str, port: int, run_dir: Path) -> int:
     stopping, failed = threading.Event(), threading.Event()
     owner = None
     if layout.engine == "shared":
-        from app.engine.owner import OwnerProcess
+        from app.engine.owner_process import OwnerProcess
 
         owner = OwnerProcess.start(settings, run_dir)
         os.environ["ENGINE_SOCKET"] = str(owner.socket)
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port to listen on (default: PORT or 8000)")
     parser.add_argument("--workers", type=int, help="frontend worker processes (default: WORKERS)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     settings = Settings()
     if args.workers is not None:
         settings = settings.model_copy(update={"workers": args.workers})

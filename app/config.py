@@ -1,4 +1,9 @@
-"""Settings(BaseSettings): the only place that reads the environment."""
+"""Settings(BaseSettings): the service's configuration, read from the environment.
+
+Every setting of the service is a field here; the few other environment variables the service
+touches are its own plumbing between processes (PROMETHEUS_MULTIPROC_DIR, which
+prometheus_client reads, set by the launcher), not configuration.
+"""
 
 from functools import lru_cache
 from pathlib import Path
@@ -7,13 +12,15 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.weights import WEIGHTS_DIR
+
 
 class Settings(BaseSettings):
     """Service configuration; every field is an environment variable of the same name."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
-    weights_dir: Path = Field(Path("weights"), description="folder of <model>.safetensors files")
+    weights_dir: Path = Field(WEIGHTS_DIR, description="folder of <model>.safetensors files")
     device: str = Field(
         "auto",
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",

@@ -5,6 +5,8 @@ processes it starts, through the environment, so they all agree and none needs t
 """
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,13 +26,24 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cuda_available() -> bool:
+    """Whether PyTorch sees a GPU, asked without importing it here when it is not imported yet:
+    the launcher and the frontends of the shared layout run no model and stay without torch
+    (it would cost each of them ~500 MB of memory)."""
+    if "torch" in sys.modules:
+        return bool(sys.modules["torch"].cuda.is_available())
+    probe = "import torch; print(int(torch.cuda.is_available()))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
+    )
+    return done.stdout.strip() == "1"
+
+
 def resolve_device(name: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else as given."""
     if name != "auto":
         return name
-    import torch  # only when asked to probe: frontend workers get a concrete DEVICE
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if cuda_available() else "cpu"
 
 
 @dataclass(frozen=True)

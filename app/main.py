@@ -1,28 +1,30 @@
-"""create_app(): the FastAPI app of one frontend worker, its lifespan and its routes.
+"""create_app(): one frontend worker, composed: its engine, the zoo, the HTTP adapters.
 
-``python -m app`` (app/__main__.py) runs several of these workers and, on a GPU, the model
-owner they share; ``uvicorn app.main:app`` runs one worker on its own.
+``python -m app`` (app/__main__.py, the launcher) runs several of these workers and, in the
+``shared`` layout, the model owner they connect to (ENGINE_SOCKET); ``uvicorn app.main:app``
+runs one worker on its own, with its own copy of the models.
 """
 
 import gc
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app import logs
 from app.config import Settings, get_settings
 from app.frontend.docs import add_docs
+from app.frontend.openapi import install_openapi
 from app.frontend.page import add_page
 from app.frontend.predict import add_predict_route
+from app.frontend.problems import install_problem_handlers
 from app.frontend.routes import health, models
 from app.frontend.security import ApiKeyMiddleware, SecurityHeadersMiddleware
 from app.frontend.uploads import BodyLimitMiddleware
-from app.frontend.zoo import Zoo
 from app.metrics import Metrics, mark_process_dead
-from app.openapi import install_openapi
-from app.problems import install_problem_handlers
+from app.serving.engine import Engine
+from app.serving.zoo import Zoo
 
 DESCRIPTION = """Classic CNNs (LeNet, AlexNet, VGG, a BatchNorm MNIST CNN) trained on MNIST,
 served with dynamic batching. Upload a digit as people have them (a phone photo, a canvas
@@ -37,18 +39,30 @@ TAGS = [
 ]
 
 
-def create_app(settings: Settings | None = None, *, lean: bool = True) -> FastAPI:
-    """Build the app; models load (or the engine connects) when its lifespan starts.
+async def start_engine(settings: Settings, metrics: Metrics) -> Engine:
+    """The launcher's model owner when it gave us its socket, else models of our own."""
+    if settings.engine_socket:
+        from app.engine.client import RemoteEngine
 
-    ``lean=False`` serves predict through FastAPI's own request handling instead of the lean
-    path, for tests that hold the two to the same answers.
-    """
+        return await RemoteEngine.connect(settings.engine_socket, settings)
+    if settings.engine == "shared":
+        raise RuntimeError(
+            "ENGINE=shared needs a model owner: start the service with python -m app, which "
+            "starts one; uvicorn app.main:app alone runs ENGINE=worker"
+        )
+    from app.engine.local import LocalEngine  # torch: only where models run in this process
+
+    return await LocalEngine.start(settings, metrics)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; models load (or the engine connects) when its lifespan starts."""
     settings = settings or get_settings()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.zoo = await Zoo.start(settings, metrics)
+        app.state.zoo = Zoo(settings, await start_engine(settings, metrics))
         # What start-up built lives as long as the process: keep it out of every
         # garbage-collector pass that follows.
         gc.collect()
@@ -88,7 +102,7 @@ def create_app(settings: Settings | None = None, *, lean: bool = True) -> FastAP
         body_timeout_s=settings.body_timeout_s,
     )
     app.add_middleware(SecurityHeadersMiddleware)
-    add_predict_route(app, lean)
+    add_predict_route(app)
     for router in (models.router, health.router):
         app.include_router(router)
     add_docs(app)
@@ -97,5 +111,5 @@ def create_app(settings: Settings | None = None, *, lean: bool = True) -> FastAP
     return app
 
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+logs.configure()
 app = create_app()

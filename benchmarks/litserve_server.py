@@ -3,7 +3,7 @@
 LitServe (Lightning AI) runs uvicorn API servers that hand requests to inference workers over
 a queue, where ``decode_request`` and ``predict`` run, batched up to ``max_batch_size``
 requests waiting at most ``batch_timeout``. Each request's images go through our
-preprocessing (app/frontend/digits.py) and the checkpoint's own input transform, so only the
+preprocessing (app/digits/pipeline.py) and the checkpoint's own input transform, so only the
 serving differs.
 
     python -m benchmarks.litserve_server --port 8000 --api-servers 2 --model lenet
@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from fastapi import Request
 
-from app.frontend.digits import to_digits
-from app.frontend.preprocess import ImageLimits
-from models.checkpoint import checkpoint_path, load_checkpoint
+from app.digits.pipeline import to_digits
+from app.digits.preprocess import ImageLimits
+from models.checkpoint import load_checkpoint
 from models.runtime import inference_dtype
+from models.weights import checkpoint_path
 
 
 class DigitAPI(ls.LitAPI):

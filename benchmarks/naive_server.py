@@ -25,8 +25,9 @@ import torch
 from fastapi import FastAPI, UploadFile
 from PIL import Image
 
-from models.checkpoint import checkpoint_path, load_checkpoint
+from models.checkpoint import load_checkpoint
 from models.runtime import inference_dtype
+from models.weights import checkpoint_path
 
 
 def create_app() -> FastAPI:

@@ -1,7 +1,7 @@
 """How the zoo's models do on digits that are not MNIST's: ``python -m benchmarks.robustness``.
 
 Every image is an upload file (PNG, or JPEG where the style says so) that goes through the
-service's own preprocessing (app.frontend.digits.to_digits, the code behind POST /predict) and
+service's own preprocessing (app.digits.pipeline.to_digits, the code behind POST /predict) and
 then the checkpoint's model in float32 on the CPU; an image the service would refuse (422)
 counts as wrong. Suites:
 
@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.frontend.digits import to_digits
-from app.frontend.preprocess import ImageLimits
+from app.digits.pipeline import to_digits
+from app.digits.preprocess import ImageLimits
 from benchmarks import fonts as font_suite
 from benchmarks import mnist_c, styles
-from models.checkpoint import checkpoint_path, load_checkpoint
+from models.checkpoint import load_checkpoint
 from models.data import load_mnist
+from models.weights import checkpoint_path
 
 MODELS = ("mnist_cnn", "lenet")
 CHUNK = 64  # uploads per to_digits call: a request's worth, as the service sees them

@@ -27,10 +27,11 @@ import torch
 
 from benchmarks.harness import free_port, service_command, start_server
 from benchmarks.wrk import digit_pngs, ensure_wrk, run_wrk, write_payloads
-from models.checkpoint import DIGIT_LABELS, CheckpointMeta, checkpoint_path, save_checkpoint
+from models.checkpoint import DIGIT_LABELS, CheckpointMeta, save_checkpoint
 from models.registry import get_input_spec, get_model
 from models.runtime import inference_dtype
 from models.transforms import MNIST_MEAN, MNIST_STD
+from models.weights import checkpoint_path
 
 BARE_BATCHES = (64, 128, 256, 512, 1024)
 TARGETS = {"alexnet": 0.80, "vgg16": 0.92}  # service / bare model's best, 64-image requests

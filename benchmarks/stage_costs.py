@@ -4,7 +4,7 @@
 
 Per stage, the best of several rounds of many calls, in microseconds: the multipart parse, PNG
 decoding (libspng against Pillow), preprocessing (the reference one image at a time, and
-app/frontend/digits.py for 1 and 64 images), the model call of lenet and mnist_cnn in each CPU
+app/digits/pipeline.py for 1 and 64 images), the model call of lenet and mnist_cnn in each CPU
 placement at batch 1 and 64 (one torch thread), and the JSON encoding of the answer.
 """
 
@@ -22,17 +22,18 @@ import pyspng
 import torch
 from PIL import Image
 
-from app.catalog import Loaded
+from app.digits.pipeline import to_digits
+from app.digits.preprocess import ImageLimits, preprocess
 from app.engine.predictor import Predictor
-from app.frontend.answer import encode
-from app.frontend.digits import to_digits
-from app.frontend.preprocess import ImageLimits, preprocess
+from app.frontend.predict import encode
 from app.frontend.uploads import parse_multipart
-from app.schemas import CheckpointInfo
+from app.serving.answer import Answer
+from app.serving.catalog import CheckpointInfo, Loaded
 from benchmarks.harness import ROOT
 from benchmarks.wrk import CONTENT_TYPE, digit_pngs, multipart
-from models.checkpoint import checkpoint_path, load_checkpoint
+from models.checkpoint import load_checkpoint
 from models.data import load_mnist
+from models.weights import checkpoint_path
 
 
 def best_us(
@@ -112,7 +113,7 @@ def main() -> None:
     uploads = parse_multipart(many, CONTENT_TYPE, 256)
     probs = np.random.default_rng(0).dirichlet(np.ones(10), 64).astype(np.float32)
     r["JSON answer, 64 predictions (us/prediction)"] = best_us(
-        lambda: encode("lenet", card, uploads, probs, 3), 64
+        lambda: encode(Answer(card, uploads, probs, [], None), 3), 64
     )
     for k, v in r.items():
         print(f"{k:<58} {v:9.1f}")

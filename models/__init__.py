@@ -1,6 +1,5 @@
 """Model zoo: the seed's four classic CNN families for MNIST, registered by name."""
 
-from models import alexnet, lenet, mnist_cnn, vgg  # noqa: F401  (registers the builders)
 from models.registry import InputSpec, get_input_spec, get_model, list_models, register_model
 
 __all__ = ["InputSpec", "get_input_spec", "get_model", "list_models", "register_model"]

@@ -17,11 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# The service's framing, from app/frontend/preprocess.py (models/ does not import the service):
-FULL_SCALE = 0.95  # ink peaking above this is not stretched
-TIGHT = 0.1  # the digit's box is where ink exceeds this ...
-BOX = 20  # ... and is scaled to this many pixels
-COM_TARGET = 14.0  # the centre of mass goes to this pixel index
+from models.framing import BOX, COM_TARGET, FULL_SCALE, TIGHT
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,6 @@ from models.transforms import ModelInputTransform
 FORMAT_VERSION = "2"
 DIGESTS = "digests"
 DIGIT_LABELS = [str(d) for d in range(10)]
-WEIGHTS_DIR = Path("weights")
-
-
-def checkpoint_path(name: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
-    """Where model ``name``'s checkpoint lives: ``<weights_dir>/<name>.safetensors``."""
-    return Path(weights_dir) / f"{name}.safetensors"
-
-
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or does not match what it claims to be."""
 

@@ -103,7 +103,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: print one JSON object of test-set metrics."""
-    from models.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.weights import checkpoint_path
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     args = parse_args(argv)

@@ -1,12 +1,20 @@
-"""Name -> builder registry (torchvision's ``_api`` pattern), with each model's input spec."""
+"""Name -> builder registry (torchvision's ``_api`` pattern), with each model's input spec.
 
+The architecture modules register themselves when imported; the registry imports them on the
+first lookup, so that importing ``models`` (or a torch-free module of it, such as
+models/framing.py) does not import PyTorch in processes that run no model.
+"""
+
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-BuilderT = TypeVar("BuilderT", bound=Callable[..., nn.Module])
+BuilderT = TypeVar("BuilderT", bound="Callable[..., nn.Module]")
+ARCHITECTURES = ("alexnet", "lenet", "mnist_cnn", "vgg")  # the modules of models/ that register
 
 
 @dataclass(frozen=True)
@@ -24,11 +32,17 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class _Entry:
-    builder: Callable[..., nn.Module]
+    builder: "Callable[..., nn.Module]"
     input_spec: InputSpec
 
 
 _REGISTRY: dict[str, _Entry] = {}
+
+
+def _registered() -> dict[str, _Entry]:
+    for module in ARCHITECTURES:
+        importlib.import_module(f"models.{module}")  # a no-op once imported
+    return _REGISTRY
 
 
 def register_model(name: str, input_spec: InputSpec) -> Callable[[BuilderT], BuilderT]:
@@ -45,13 +59,13 @@ def register_model(name: str, input_spec: InputSpec) -> Callable[[BuilderT], Bui
 
 def _entry(name: str) -> _Entry:
     try:
-        return _REGISTRY[name]
+        return _registered()[name]
     except KeyError:
         known = ", ".join(list_models())
         raise KeyError(f"unknown model {name!r}; known models: {known}") from None
 
 
-def get_model(name: str, **kwargs: object) -> nn.Module:
+def get_model(name: str, **kwargs: object) -> "nn.Module":
     """Build the registered model ``name`` with the builder's keyword arguments."""
     return _entry(name).builder(**kwargs)
 
@@ -63,4 +77,4 @@ def get_input_spec(name: str) -> InputSpec:
 
 def list_models() -> list[str]:
     """Sorted names of every registered model."""
-    return sorted(_REGISTRY)
+    return sorted(_registered())

@@ -20,13 +20,14 @@ from torch import nn
 from tqdm import tqdm
 
 from models.augment import NO_AUGMENT, AugmentRecipe, augment
-from models.checkpoint import DIGIT_LABELS, CheckpointMeta, checkpoint_path, save_checkpoint
+from models.checkpoint import DIGIT_LABELS, CheckpointMeta, save_checkpoint
 from models.data import MnistNotFoundError, MnistSplit, fingerprint, load_mnist
 from models.evaluate import EvalResult, evaluate
 from models.plots import plot_history
 from models.registry import get_input_spec, get_model, list_models
 from models.runtime import Runtime, setup_runtime
 from models.transforms import ModelInputTransform
+from models.weights import checkpoint_path
 
 __all__ = ["evaluate", "main", "train_one_epoch"]
 log = logging.getLogger("models.train")

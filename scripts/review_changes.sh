@@ -34,17 +34,17 @@ check 2-lifo app/engine/batching.py 'self._jobs.append(job)' 'self._jobs.appendl
   tests/test_batching.py tests/test_api.py tests/test_faults.py
 check 3-one-worker app/__main__.py 'workers=layout.workers,' 'workers=1,' \
   tests/test_launcher.py tests/test_api.py
-check 4-readiness app/frontend/zoo.py \
+check 4-readiness app/serving/zoo.py \
   'and all(isinstance(m, Loaded) or m.status in ("missing", "invalid") for m in served)' \
   'and True' tests/test_api.py tests/test_faults.py
-check 5a-pixels-after-decode-png app/frontend/digits.py \
+check 5a-pixels-after-decode-png app/digits/pipeline.py \
   '        check_pixels(*size, limits)
         try:
             pixels: np.ndarray = pyspng.load(data)' \
   '        try:
             pixels: np.ndarray = pyspng.load(data)
             check_pixels(*size, limits)' tests/test_corpus.py
-check 5b-pixels-after-decode-pillow app/frontend/preprocess.py \
+check 5b-pixels-after-decode-pillow app/digits/preprocess.py \
   '        check_pixels(*size, limits)
     allowed|||    check_pixels(*img.size, limits)
     try:
@@ -53,8 +53,9 @@ check 5b-pixels-after-decode-pillow app/frontend/preprocess.py \
     allowed|||    try:
         img.load()  # multi-frame files (GIF, WebP, TIFF) open positioned on frame 0
         check_pixels(*img.size, limits)' tests/test_corpus.py tests/test_preprocess.py
-check 6-19px-resized app/frontend/preprocess.py 'if side in (BOX - 1, BOX):' 'if side == BOX:' \
+check 6-19px-resized app/digits/preprocess.py 'if side in (BOX - 1, BOX):' 'if side == BOX:' \
   tests/test_preprocess.py tests/test_api_accuracy.py tests/test_corpus.py
-check 7-success-raises app/frontend/answer.py '        status = 200
-        return body' '        status = 200
-        raise RuntimeError("broken on purpose")' tests/test_schema_fuzz.py
+check 7-success-raises app/serving/answer.py '        status = 200
+        return Answer(' '        status = 200
+        raise RuntimeError("broken on purpose")
+        return Answer(' tests/test_schema_fuzz.py

@@ -1,12 +1,18 @@
 """Small helpers the API tests share: encode digits, build settings."""
 
 import io
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from fastapi import FastAPI
 from PIL import Image
 
 from app.config import Settings
+from app.engine.owner_process import OwnerProcess
+from app.main import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights"
@@ -30,3 +36,21 @@ def settings(**over: object) -> Settings:
     )
     base.update(over)
     return Settings(**base)  # type: ignore[arg-type]
+
+
+@contextmanager
+def model_owner(conf: Settings) -> Iterator[OwnerProcess]:
+    """A model owner for ``conf``, as the launcher starts one, in a run folder of its own."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        owner = OwnerProcess.start(conf, Path(run_dir))
+        try:
+            yield owner
+        finally:
+            owner.stop()
+
+
+@contextmanager
+def shared_app(conf: Settings) -> Iterator[tuple[FastAPI, OwnerProcess]]:
+    """A frontend app of the shared layout and the model owner it connects to."""
+    with model_owner(conf) as owner:
+        yield create_app(conf.model_copy(update={"engine_socket": str(owner.socket)})), owner

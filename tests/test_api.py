@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.frontend.digits import to_digits
-from app.frontend.preprocess import ImageLimits
+from app.digits.pipeline import to_digits
+from app.digits.preprocess import ImageLimits
 from app.main import create_app
 from models.data import MnistSplit
 from tests.corpus import png_header
@@ -169,7 +169,7 @@ def test_models_listing(client: TestClient) -> None:
     assert lenet["checkpoint"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert lenet["checkpoint"]["path"] == "lenet.safetensors"  # no host paths
     vgg = models["vgg16"]
-    assert not vgg["loaded"] and vgg["status"] == "missing" and vgg["checkpoint"] is None
+    assert not vgg["loaded"] and vgg["status"] == "missing" and "checkpoint" not in vgg
     assert vgg["parameters"] == 134_301_514 and vgg["input"]["height"] == 224
     assert client.get("/models/mnist_cnn").json()["parameters"] == 2_328_298
 
@@ -255,17 +255,14 @@ def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
     assert {"$ref": "#/components/schemas/ImageProblem"} in item["anyOf"]
 
 
-def test_every_error_the_code_raises_is_in_the_problem_table() -> None:
-    from app import errors
-    from app.problems import BY_SLUG, PROBLEMS
+def test_the_failure_table_is_well_formed() -> None:
+    from app.failures import BY_SLUG, Failure
 
-    raised = {cls.slug for cls in vars(errors).values() if isinstance(cls, type)
-              and issubclass(cls, errors.ServiceError)}  # fmt: skip
-    assert raised <= set(BY_SLUG)
-    assert len(BY_SLUG) == len(PROBLEMS)  # slugs are unique
-    for p in PROBLEMS:
-        assert p.when and p.example and 400 <= p.status < 600
-    assert {p.slug for p in PROBLEMS if p.retry} == {"queue-full", "shutting-down"}
+    assert len(BY_SLUG) == len(Failure)  # slugs are unique
+    for failure in Failure:
+        kind = failure.kind
+        assert kind.when and kind.message and kind.title and 400 <= kind.status < 600
+    assert {f.kind.slug for f in Failure if f.kind.retry} == {"queue-full", "shutting-down"}
 
 
 def test_docs_pages_use_only_local_assets_by_relative_urls(client: TestClient) -> None:
@@ -307,7 +304,7 @@ def test_bad_files_in_a_big_request_keep_their_places(client: TestClient, digits
 
 
 def test_the_readme_lists_every_problem_type() -> None:
-    from app.problems import markdown_table
+    from app.frontend.problems import markdown_table
 
     assert markdown_table() in (WEIGHTS.parent / "README.md").read_text()
 

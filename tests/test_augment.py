@@ -216,16 +216,3 @@ def test_the_recipe_keeps_digits_recognisable(batch: torch.Tensor) -> None:
     out = augment(batch, torch.Generator().manual_seed(0), AugmentRecipe())
     ratio = out.sum((1, 2, 3)) / batch.sum((1, 2, 3))
     assert (ratio > 0.3).all() and (out.amax((1, 2, 3)) >= 0.5 - 1e-6).all()
-
-
-def test_framing_constants_are_the_service_s() -> None:
-    """models/ keeps its own copy of the service's framing (it does not import app/)."""
-    from app.frontend import preprocess
-    from models import augment as a
-
-    assert (a.FULL_SCALE, a.TIGHT, a.BOX, a.COM_TARGET) == (
-        preprocess.FULL_SCALE,
-        preprocess.TIGHT,
-        preprocess.BOX,
-        preprocess.COM_TARGET,
-    )

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from app.engine.api import EngineClosedError, QueueFullError
 from app.engine.batching import BatchStats, DynamicBatcher, ModelThread
+from app.failures import Failure, ServiceError
 
 
 class Recorder:
@@ -45,7 +45,7 @@ def _x(n: int, start: float = 0) -> Tensor:
 async def test_rows_come_back_in_order_and_batched_under_load() -> None:
     fn = Recorder(delay_s=0.005)
     b = _batcher(fn)
-    outs = await asyncio.gather(*(b.submit(_x(1, i)) for i in range(40)))
+    outs = await asyncio.gather(*(b.enqueue(_x(1, i)) for i in range(40)))
     assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(40)]
     assert max(fn.sizes) > 1 and sum(fn.sizes) == 40
     assert all(s <= 8 for s in fn.sizes)
@@ -57,7 +57,7 @@ async def test_idle_model_runs_at_once() -> None:
     b = _batcher(Recorder(), max_delay_s=0.5)
     for _ in range(3):  # the first request, and each one after the model went idle again
         started = time.perf_counter()
-        await b.submit(_x(1))
+        await b.enqueue(_x(1))
         assert time.perf_counter() - started < 0.25  # did not wait for the 0.5 s delay
     await b.stop()
 
@@ -65,11 +65,11 @@ async def test_idle_model_runs_at_once() -> None:
 async def test_busy_model_waits_to_fill_the_batch() -> None:
     fn = Recorder(delay_s=0.05)
     b = _batcher(fn, max_delay_s=0.2)
-    first = asyncio.create_task(b.submit(_x(1)))
+    first = b.enqueue(_x(1))
     await asyncio.sleep(0.01)  # the model is now busy with the first image
-    rest = [asyncio.create_task(b.submit(_x(1, i))) for i in range(3)]
+    rest = [b.enqueue(_x(1, i)) for i in range(3)]
     await asyncio.sleep(0.06)  # the first batch is done; 3 queued, the batch waits for more
-    late = [asyncio.create_task(b.submit(_x(1, i))) for i in range(3)]
+    late = [b.enqueue(_x(1, i)) for i in range(3)]
     await asyncio.gather(first, *rest, *late)
     assert fn.sizes == [1, 6]
     await b.stop()
@@ -78,7 +78,7 @@ async def test_busy_model_waits_to_fill_the_batch() -> None:
 async def test_big_requests_are_split_and_reassembled() -> None:
     fn = Recorder()
     b = _batcher(fn, max_batch_size=4)
-    out = await b.submit(_x(10))
+    out = await b.enqueue(_x(10))
     assert torch.equal(out, _x(10) * 2)
     assert fn.sizes == [4, 4, 2]
     await b.stop()
@@ -100,7 +100,7 @@ async def test_queue_is_first_in_first_out_under_load() -> None:
     starts = [sum(sizes[:i]) for i in range(31)]
     tasks = []
     for n, start in zip(sizes, starts, strict=True):
-        tasks.append(asyncio.create_task(b.submit(_x(n, start))))
+        tasks.append(b.enqueue(_x(n, start)))
         await asyncio.sleep(0)  # each request is queued before the next one arrives
     outs = await asyncio.gather(*tasks)
     assert seen == [float(i) for i in range(sum(sizes))]
@@ -139,7 +139,7 @@ class Deferred:
 async def test_pending_batches_overlap_two_deep_and_keep_order() -> None:
     fn = Deferred()
     b = _batcher(fn, max_batch_size=2, depth=2)  # type: ignore[arg-type]
-    outs = await asyncio.gather(*(b.submit(_x(1, i)) for i in range(12)))
+    outs = await asyncio.gather(*(b.enqueue(_x(1, i)) for i in range(12)))
     assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(12)]
     assert fn.max_in_flight == 2  # the next batch launched while one was being waited for
     await b.stop()
@@ -149,7 +149,7 @@ async def test_batchers_can_share_one_model_thread() -> None:
     thread = ModelThread("shared")
     fa, fb = Recorder(), Recorder()
     a, b = _batcher(fa, thread=thread), _batcher(fb, thread=thread)
-    await asyncio.gather(a.submit(_x(2)), b.submit(_x(3)))
+    await asyncio.gather(a.enqueue(_x(2)), b.enqueue(_x(3)))
     assert fa.threads == fb.threads == {"shared"}
     await a.stop()
     await b.stop()
@@ -159,13 +159,14 @@ async def test_batchers_can_share_one_model_thread() -> None:
 async def test_full_queue_refuses_then_recovers() -> None:
     fn = Recorder(delay_s=0.05)
     b = _batcher(fn, max_queue=4, max_batch_size=2)
-    tasks = [asyncio.create_task(b.submit(_x(1))) for _ in range(4)]
+    tasks = [b.enqueue(_x(1)) for _ in range(4)]
     await asyncio.sleep(0)
-    with pytest.raises(QueueFullError, match="queue is full"):
-        await b.submit(_x(3))
+    with pytest.raises(ServiceError, match="queue is full") as refused:
+        await b.enqueue(_x(3))
+    assert refused.value.failure is Failure.QUEUE_FULL
     await asyncio.gather(*tasks)
     assert b.queued_images == 0
-    assert torch.equal(await b.submit(_x(3)), _x(3) * 2)
+    assert torch.equal(await b.enqueue(_x(3)), _x(3) * 2)
     await b.stop()
 
 
@@ -173,11 +174,11 @@ async def test_a_failing_batch_fails_only_its_requests(caplog: pytest.LogCapture
     fn = Recorder(fail_calls={1})
     b = _batcher(fn)
     with pytest.raises(RuntimeError, match="boom"):
-        await b.submit(_x(2))
+        await b.enqueue(_x(2))
     (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert record.getMessage() == "inference failed for a batch of 2 on t"
     assert record.exc_info is not None and "boom" in str(record.exc_info[1])  # the traceback
-    assert torch.equal(await b.submit(_x(2)), _x(2) * 2)
+    assert torch.equal(await b.enqueue(_x(2)), _x(2) * 2)
     await b.stop()
 
 
@@ -185,17 +186,17 @@ async def test_wrong_output_count_is_an_error() -> None:
     b = DynamicBatcher(lambda x: x[:1], name="t", max_batch_size=4, max_delay_s=0, max_queue=8)
     b.start()
     with pytest.raises(RuntimeError, match="returned 1 rows for 3 inputs"):
-        await b.submit(_x(3))
+        await b.enqueue(_x(3))
     await b.stop()
 
 
 async def test_timed_out_requests_are_skipped_and_free_the_queue() -> None:
     fn = Recorder(delay_s=0.1)
     b = _batcher(fn, max_batch_size=1)
-    first = asyncio.create_task(b.submit(_x(1)))
+    first = b.enqueue(_x(1))
     await asyncio.sleep(0.01)
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(b.submit(_x(1, 5)), 0.02)
+        await asyncio.wait_for(b.enqueue(_x(1, 5)), 0.02)
     await first
     await asyncio.sleep(0.05)
     assert fn.sizes == [1]  # the abandoned image never reached the model
@@ -206,18 +207,19 @@ async def test_timed_out_requests_are_skipped_and_free_the_queue() -> None:
 async def test_stop_finishes_accepted_work_and_refuses_new() -> None:
     fn = Recorder(delay_s=0.02)
     b = _batcher(fn, max_batch_size=2)
-    tasks = [asyncio.create_task(b.submit(_x(1, i))) for i in range(6)]
+    tasks = [b.enqueue(_x(1, i)) for i in range(6)]
     await asyncio.sleep(0)
     await b.stop()
     assert [float(t.result()[0, 0]) for t in tasks] == [2.0 * i for i in range(6)]
-    with pytest.raises(EngineClosedError):
-        await b.submit(_x(1))
+    with pytest.raises(ServiceError) as refused:
+        await b.enqueue(_x(1))
+    assert refused.value.failure is Failure.SHUTTING_DOWN
 
 
 async def test_batch_stats_reach_the_observer() -> None:
     seen: list[BatchStats] = []
     b = _batcher(Recorder(), on_batch=seen.append)
-    await b.submit(_x(3))
+    await b.enqueue(_x(3))
     assert seen[0].size == 3 and len(seen[0].queue_waits) == 1 and seen[0].inference_s >= 0
     await b.stop()
 
@@ -240,7 +242,7 @@ def test_the_smallest_valid_parameters_are_accepted() -> None:
 
 async def test_stop_ends_the_worker_task() -> None:
     b = _batcher(Recorder())
-    await b.submit(_x(1))
+    await b.enqueue(_x(1))
     worker = b._worker
     assert worker is not None and not worker.done()
     await b.stop()

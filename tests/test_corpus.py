@@ -60,14 +60,14 @@ def test_corpus_input(case: Case, client: TestClient, mnist_test: MnistSplit) ->
 # while the high-water mark belongs to the address space exec makes anew.
 PEAK_SCRIPT = """
 import re, sys
-from app.frontend.digits import to_digits
-from app.frontend.preprocess import ImageLimits
+from app.digits.pipeline import to_digits
+from app.digits.preprocess import ImageLimits
 def peak_kib():
     return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 data = open(sys.argv[1], "rb").read()
 before = peak_kib()
 digits, rejections = to_digits([data], ImageLimits(max_pixels=int(sys.argv[2])))
-print((peak_kib() - before) / 1024, [r.status_code for r in rejections])
+print((peak_kib() - before) / 1024, [r.failure.kind.status for r in rejections])
 """
 
 

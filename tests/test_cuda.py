@@ -59,6 +59,6 @@ async def test_the_batcher_keeps_order_with_two_cuda_batches_in_flight() -> None
     )
     batcher.start()
     digits = torch.randint(0, 256, (400, 1, 28, 28), dtype=torch.uint8)
-    outs = await asyncio.gather(*(batcher.submit(digits[i : i + 10]) for i in range(0, 400, 10)))
+    outs = await asyncio.gather(*(batcher.enqueue(digits[i : i + 10]) for i in range(0, 400, 10)))
     assert torch.allclose(torch.cat(outs), cpu(digits), atol=1e-4)
     await batcher.stop()

@@ -1,4 +1,4 @@
-"""app/frontend/digits.py: the fast paths give exactly the reference pipeline's digits."""
+"""app/digits/pipeline.py: the fast paths give exactly the reference pipeline's digits."""
 
 import io
 import struct
@@ -8,22 +8,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.frontend import digits as fast
-from app.frontend.digits import Rejection, plain_gray_png, to_digits, to_uint8
-from app.frontend.preprocess import ImageLimits, ImageRejected, preprocess
+from app.digits import pipeline as fast
+from app.digits.pipeline import Rejection, plain_gray_png, to_digits, to_uint8
+from app.digits.preprocess import ImageLimits, ImageRejected, preprocess
+from app.failures import Failure
 from models.data import MnistSplit
 from tests.corpus import png_header
 from tests.helpers import png
 
 
 def reference(datas: list[bytes], limits: ImageLimits = ImageLimits()) -> tuple[np.ndarray, list]:
-    """app/frontend/preprocess.py, one image at a time: what to_digits must reproduce."""
+    """app/digits/preprocess.py, one image at a time: what to_digits must reproduce."""
     out, rejections = np.zeros((len(datas), 28, 28), np.uint8), []
     for i, data in enumerate(datas):
         try:
             out[i] = to_uint8(preprocess(data, limits))
         except ImageRejected as exc:
-            rejections.append(Rejection(i, exc.detail, exc.status_code))
+            rejections.append(Rejection(i, exc.detail, exc.failure))
     return out, rejections
 
 
@@ -108,7 +109,7 @@ def test_mixed_formats_and_rejections_keep_their_places(mnist_test: MnistSplit) 
     got, got_rej = to_digits(datas, ImageLimits())
     want, want_rej = reference(datas)
     assert np.array_equal(got, want)
-    assert [(r.index, r.status_code) for r in got_rej] == [(3, 422), (5, 413), (7, 422)]
+    assert [(r.index, r.failure.kind.status) for r in got_rej] == [(3, 422), (5, 413), (7, 422)]
     assert got_rej == want_rej
 
 
@@ -148,4 +149,4 @@ def test_plain_greyscale_pngs_take_the_fast_decoder(mnist_test: MnistSplit) -> N
 def test_pixel_limit_is_checked_from_the_header_on_the_fast_path() -> None:
     digits, rejections = to_digits([png_header(9000, 9000)], ImageLimits(max_pixels=1_000_000))
     (r,) = rejections
-    assert r.status_code == 413 and "9000x9000" in r.detail and not digits.any()
+    assert r.failure is Failure.IMAGE_TOO_LARGE and "9000x9000" in r.detail and not digits.any()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.frontend.preprocess import preprocess
+from app.digits.preprocess import preprocess
 from models.checkpoint import load_checkpoint
 from models.data import MnistSplit
 from tests.helpers import WEIGHTS, png

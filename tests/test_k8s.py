@@ -17,7 +17,7 @@ import yaml
 
 from app.__main__ import GRACEFUL_SHUTDOWN_S
 from app.config import Settings
-from app.engine.owner import START_TIMEOUT_S
+from app.engine.owner_process import START_TIMEOUT_S
 from tests.helpers import ROOT
 
 K8S = ROOT / "deploy" / "k8s"

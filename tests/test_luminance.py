@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.frontend.preprocess import _despeckle, decode_image, luminance
+from app.digits.preprocess import _despeckle, decode_image, luminance
 
 
 @pytest.mark.parametrize(

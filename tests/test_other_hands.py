@@ -14,9 +14,10 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.frontend import preprocess as P
-from app.frontend.digits import to_digits
-from app.frontend.preprocess import ImageLimits, ImageRejected, preprocess
+from app.digits import preprocess as P
+from app.digits.pipeline import to_digits
+from app.digits.preprocess import ImageLimits, ImageRejected, preprocess
+from app.failures import Failure
 from app.main import create_app
 from benchmarks import styles
 from models.checkpoint import load_checkpoint
@@ -206,7 +207,7 @@ def test_tiny_images_get_a_clear_answer(size: tuple[int, int]) -> None:
         try:
             digit = preprocess(styles._encode(img))
         except ImageRejected as exc:
-            assert exc.status_code == 422
+            assert exc.failure is Failure.INVALID_IMAGE
         else:
             assert digit.shape == (28, 28)
 

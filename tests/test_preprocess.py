@@ -12,13 +12,14 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from app.frontend.preprocess import (
+from app.digits.preprocess import (
     ImageLimits,
     ImageRejected,
     decode_image,
     preprocess,
     to_mnist_digit,
 )
+from app.failures import Failure
 from models.data import MnistSplit
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "mnist_cnn.safetensors"
@@ -387,9 +388,13 @@ def test_pixel_bomb_is_refused_from_the_header_quickly() -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     err = _refused(png_header(60_000, 60_000))  # 3.6 Gpx: Pillow's own bomb check fires
-    assert err.status_code == 413 and "40,000,000" in err.detail
+    assert err.failure is Failure.IMAGE_TOO_LARGE and "40,000,000" in err.detail
     err = _refused(png_header(8_000, 8_000))  # 64 Mpx: over our limit, under Pillow's
-    assert err.status_code == 413 and "8000x8000" in err.detail and "40,000,000" in err.detail
+    assert (
+        err.failure is Failure.IMAGE_TOO_LARGE
+        and "8000x8000" in err.detail
+        and "40,000,000" in err.detail
+    )
     assert time.perf_counter() - start < 0.5
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
 
@@ -398,15 +403,15 @@ def test_pixel_bomb_is_refused_from_the_header_quickly() -> None:
 def test_pillow_bomb_warning_is_refused_too() -> None:
     # 100 Mpx is over Pillow's warning level; with warnings as errors Pillow raises it in open.
     err = _refused(png_header(10_000, 10_000), ImageLimits(max_pixels=200_000_000))
-    assert err.status_code == 413
+    assert err.failure is Failure.IMAGE_TOO_LARGE
 
 
 def test_limits_are_configurable(digits: tuple[np.ndarray, np.ndarray]) -> None:
     img = Image.fromarray(digits[0][0])
     err = _refused(encode(img), ImageLimits(max_pixels=500))
-    assert err.status_code == 413 and "28x28" in err.detail
+    assert err.failure is Failure.IMAGE_TOO_LARGE and "28x28" in err.detail
     err = _refused(encode(img, "JPEG"), ImageLimits(allowed_formats=frozenset({"PNG"})))
-    assert err.status_code == 422 and "JPEG" in err.detail
+    assert err.failure is Failure.INVALID_IMAGE and "JPEG" in err.detail
 
 
 @pytest.mark.parametrize(
@@ -423,7 +428,7 @@ def test_limits_are_configurable(digits: tuple[np.ndarray, np.ndarray]) -> None:
 )
 def test_not_an_image_is_refused(data: bytes, words: str) -> None:
     err = _refused(data)
-    assert err.status_code == 422 and words in err.detail
+    assert err.failure is Failure.INVALID_IMAGE and words in err.detail
 
 
 def _grey_noise_jpeg() -> bytes:
@@ -444,7 +449,9 @@ def _grey_noise_jpeg() -> bytes:
 )
 def test_blank_image_is_refused(data: bytes) -> None:
     err = _refused(data)
-    assert err.status_code == 422 and err.detail == "no digit found: the image is blank"
+    assert (
+        err.failure is Failure.INVALID_IMAGE and err.detail == "no digit found: the image is blank"
+    )
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow grumbles about mangled TIFF tags
@@ -459,6 +466,6 @@ def test_corrupt_bytes_only_raise_image_rejected(digits: tuple[np.ndarray, np.nd
         try:
             out = preprocess(bytes(data))
         except ImageRejected as exc:
-            assert exc.status_code in (413, 422)
+            assert exc.failure in (Failure.IMAGE_TOO_LARGE, Failure.INVALID_IMAGE)
         else:
             assert out.shape == (28, 28) and out.min() >= 0 and out.max() <= 1

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.frontend.preprocess import preprocess
+from app.digits.preprocess import preprocess
 from benchmarks import fonts, robustness, styles
 from models.data import MnistSplit
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.engine.api import EngineClosedError, QueueFullError
 from app.engine.client import RemoteEngine
-from app.engine.owner import OwnerProcess
+from app.engine.owner_process import OwnerProcess
+from app.failures import Failure, ServiceError
 from app.main import create_app
 from models.data import MnistSplit
-from tests.helpers import png, settings
+from tests.helpers import png, settings, shared_app
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,13 @@ async def owner(**over: object) -> AsyncIterator[OwnerProcess]:
 def test_both_layouts_give_the_same_answers(mnist_test: MnistSplit) -> None:
     files = [("files", (f"{i}.png", png(mnist_test.images[i, 0].numpy()))) for i in range(16)]
     answers = {}
-    for engine in ("worker", "shared"):
-        with TestClient(create_app(settings(models=("lenet",), engine=engine))) as c:
+    conf = settings(models=("lenet",))
+    with (
+        shared_app(conf) as (app, _),
+        TestClient(app) as remote,
+        TestClient(create_app(conf)) as local,
+    ):
+        for c in (local, remote):
             kind = type(c.app.state.zoo.engine).__name__  # type: ignore[attr-defined]
             r = c.post("/predict/lenet", files=files)
             assert r.status_code == 200, r.text
@@ -56,16 +61,18 @@ def test_both_layouts_give_the_same_answers(mnist_test: MnistSplit) -> None:
 async def test_two_frontends_share_one_queue_and_its_bound(digits: np.ndarray) -> None:
     # mnist_cnn one image per batch: 200 queued images keep the owner busy for a while.
     async with owner(models=("mnist_cnn",), max_queue=200, max_files=200, max_batch_size=1) as o:
-        a = await RemoteEngine.connect(o.socket, 256)
-        b = await RemoteEngine.connect(o.socket, 256)
+        conf = settings(models=("mnist_cnn",), max_queue=200, max_files=200)
+        a = await RemoteEngine.connect(o.socket, conf)
+        b = await RemoteEngine.connect(o.socket, conf)
         try:
             first = asyncio.create_task(a.classify("mnist_cnn", digits[:200]))
             deadline = time.monotonic() + 10
             while b.queued("mnist_cnn") < 150 and time.monotonic() < deadline:
                 await asyncio.sleep(0.001)  # b sees a's images through shared memory
             assert b.queued("mnist_cnn") >= 150
-            with pytest.raises(QueueFullError, match="queue is full"):
+            with pytest.raises(ServiceError, match="queue is full") as refused:
                 await b.classify("mnist_cnn", digits[:60])
+            assert refused.value.failure is Failure.QUEUE_FULL
             probs = await first
             assert probs.shape == (200, 10) and a.queued("mnist_cnn") == 0
             again = await b.classify("mnist_cnn", digits[:60])  # room again
@@ -79,7 +86,7 @@ async def test_a_request_that_gives_up_is_withdrawn_and_frees_its_slots(
     digits: np.ndarray,
 ) -> None:
     async with owner(models=("mnist_cnn",), max_batch_size=1) as o:
-        client = await RemoteEngine.connect(o.socket, 512)
+        client = await RemoteEngine.connect(o.socket, settings(max_queue=256, max_files=256))
         try:
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(client.classify("mnist_cnn", digits[:256]), 0.02)
@@ -96,30 +103,31 @@ async def test_a_request_that_gives_up_is_withdrawn_and_frees_its_slots(
 
 
 @pytest.fixture
-def shared_client() -> Iterator[TestClient]:
-    with TestClient(create_app(settings(models=("lenet",), engine="shared"))) as c:
-        yield c
+def shared_client() -> Iterator[tuple[TestClient, OwnerProcess]]:
+    with shared_app(settings(models=("lenet",))) as (app, owner), TestClient(app) as c:
+        yield c, owner
 
 
 def test_losing_the_model_owner_answers_503_and_drops_readiness(
-    shared_client: TestClient, mnist_test: MnistSplit
+    shared_client: tuple[TestClient, OwnerProcess], mnist_test: MnistSplit
 ) -> None:
+    client, owner_process = shared_client
     seven = png(mnist_test.images[0, 0].numpy())
-    assert shared_client.post("/predict/lenet", files={"files": seven}).status_code == 200
-    owner_process = shared_client.app.state.zoo._own[0]  # type: ignore[attr-defined]
+    assert client.post("/predict/lenet", files={"files": seven}).status_code == 200
     os.kill(owner_process.process.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while shared_client.get("/health/ready").status_code == 200 and time.monotonic() < deadline:
+    while client.get("/health/ready").status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert shared_client.get("/health/ready").status_code == 503
-    r = shared_client.post("/predict/lenet", files={"files": seven})
+    assert client.get("/health/ready").status_code == 503
+    r = client.post("/predict/lenet", files={"files": seven})
     assert r.status_code == 503 and r.headers["retry-after"]
-    assert shared_client.get("/health/live").status_code == 200
+    assert client.get("/health/live").status_code == 200
 
 
 async def test_a_closed_engine_refuses_new_work(digits: np.ndarray) -> None:
     async with owner(models=("lenet",)) as o:
-        client = await RemoteEngine.connect(o.socket, 64)
+        client = await RemoteEngine.connect(o.socket, settings(max_queue=64, max_files=64))
         await client.close()
-        with pytest.raises(EngineClosedError):
+        with pytest.raises(ServiceError) as refused:
             await client.classify("lenet", digits[:1])
+        assert refused.value.failure is Failure.SHUTTING_DOWN

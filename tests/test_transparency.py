@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.frontend.preprocess import ImageRejected, luminance
+from app.digits.preprocess import ImageRejected, luminance
 
 SIDE = 20
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from app.engine.api import EngineClosedError, QueueFullError
+from app.failures import Failure, queue_full
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +181,9 @@ class DynamicBatcher:
             self._on_depth(n)
 
     def check_room(self, n: int) -> None:
-        """Raise QueueFullError now if ``n`` more images would not fit."""
+        """Refuse now (QUEUE_FULL) if ``n`` more images would not fit."""
         if self._queued + n > self.max_queue:
-            raise QueueFullError(
-                f"{self.name} queue is full ({self._queued} of {self.max_queue} images waiting)"
-            )
+            raise queue_full(self.name, self._queued, self.max_queue)
 
     def start(self) -> None:
         """Start the worker task on the running loop."""
@@ -200,7 +198,7 @@ class DynamicBatcher:
         Cancelling the future withdraws the rows that have not reached the model yet.
         """
         if self._closed:
-            raise EngineClosedError(f"{self.name} is shutting down")
+            raise Failure.SHUTTING_DOWN.error()
         n = int(inputs.shape[0])
         if n == 0:
             raise ValueError("no inputs")
@@ -210,10 +208,6 @@ class DynamicBatcher:
         self._set_queued(self._queued + n)
         self._wakeup.set()
         return job.future
-
-    async def submit(self, inputs: Tensor) -> Tensor:
-        """Queue N inputs and wait for their N output rows (cancelling withdraws them)."""
-        return await self.enqueue(inputs)
 
     async def _wait_for_job(self, timeout: float | None) -> bool:
         """Wait until a job is queued (True) or ``timeout`` passes (False)."""

@@ -10,28 +10,30 @@ from pathlib import Path
 
 import numpy as np
 
-from app.catalog import Served, from_json
-from app.engine.api import EngineClosedError, InferenceError, QueueFullError
+from app.config import Settings
 from app.engine.wire import (
     CANCEL,
     RESULT,
     SUBMIT,
-    Code,
     Kind,
+    Outcome,
     Slab,
     SlotAllocator,
     create_mapped,
+    failure_from,
     frame,
     frame_json,
     open_mapped,
     read_message,
 )
+from app.failures import Failure, queue_full
+from app.serving.catalog import Served, from_json
 
 log = logging.getLogger(__name__)
 
 
 class RemoteEngine:
-    """An :class:`~app.engine.api.Engine` whose models live in the model-owner process."""
+    """An :class:`~app.serving.engine.Engine` whose models live in the model-owner process."""
 
     def __init__(
         self,
@@ -48,13 +50,15 @@ class RemoteEngine:
         self._slots = SlotAllocator(slab.slots)
         self._queues = queues
         self._ids = itertools.count(1)
-        self._waiting: dict[int, tuple[asyncio.Future[tuple[Code, str]], int, int]] = {}
+        self._waiting: dict[int, tuple[asyncio.Future[tuple[Outcome, bytes]], int, int]] = {}
         self._gone = False
         self._listener = asyncio.get_running_loop().create_task(self._listen())
 
     @classmethod
-    async def connect(cls, socket_path: str | Path, slots: int) -> "RemoteEngine":
-        """Say hello to the model owner, share a slab of ``slots`` slots with it."""
+    async def connect(cls, socket_path: str | Path, settings: Settings) -> "RemoteEngine":
+        """Say hello to the model owner and share a slab with it: as many digit slots as the
+        owner's queue holds, and one more request, so the queue bound is what binds."""
+        slots = settings.max_queue + settings.max_files
         reader, writer = await asyncio.open_unix_connection(str(socket_path))
         writer.write(frame(Kind.HELLO, b""))
         kind, payload = await read_message(reader)
@@ -91,34 +95,30 @@ class RemoteEngine:
     async def classify(self, name: str, digits: np.ndarray) -> np.ndarray:
         """Digits into the slab, SUBMIT, wait for RESULT, probabilities out of the slab."""
         if self._gone:
-            raise EngineClosedError("the model owner is gone")
+            raise Failure.SHUTTING_DOWN.error()
         n = len(digits)
         first = self._slots.alloc(n)
-        if first is None:
-            raise QueueFullError(
-                f"this worker has {self._slots.used} of {self._slots.slots} images in flight"
-            )
+        if first is None:  # this worker's share of the owner's queue is in flight
+            raise queue_full(name, self._slots.used, self._slots.slots)
         self._digits[first : first + n] = digits
         rid = next(self._ids) & 0xFFFFFFFF
-        future: asyncio.Future[tuple[Code, str]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[Outcome, bytes]] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = (future, first, n)
         self._writer.write(frame(Kind.SUBMIT, SUBMIT.pack(rid, self._index[name], first, n)))
         try:
-            code, detail = await future
+            outcome, detail = await future
         except asyncio.CancelledError:  # timed out: withdraw; the slots free when RESULT comes
             if not self._gone:
                 self._writer.write(frame(Kind.CANCEL, CANCEL.pack(rid)))
             raise
         try:
-            if code == Code.OK:
+            if outcome == Outcome.OK:
                 return self._probs[first : first + n].copy()
         finally:
             self._slots.free(first, n)
-        if code == Code.QUEUE_FULL:
-            raise QueueFullError(detail)
-        if code == Code.FAILED:
-            raise InferenceError(detail)
-        raise EngineClosedError(detail or "the model owner is shutting down")
+        if outcome == Outcome.FAILED:
+            raise failure_from(detail)
+        raise Failure.SHUTTING_DOWN.error()  # cancelled by the owner: it is stopping
 
     async def _listen(self) -> None:
         """Resolve each RESULT's waiter; on a lost connection fail them all."""
@@ -132,14 +132,14 @@ class RemoteEngine:
                 if future.done():  # its request gave up: nobody will read these slots
                     self._slots.free(first, n)
                 else:
-                    future.set_result((Code(code), payload[RESULT.size :].decode()))
+                    future.set_result((Outcome(code), payload[RESULT.size :]))
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             log.error("lost the model owner: %s", exc)
         finally:
             self._gone = True
             for future, _, _ in self._waiting.values():
                 if not future.done():
-                    future.set_exception(EngineClosedError("the model owner is gone"))
+                    future.set_exception(Failure.SHUTTING_DOWN.error())
             self._waiting.clear()
 
     async def close(self) -> None:

@@ -14,16 +14,17 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from app.catalog import Loaded, Served, Unavailable
 from app.config import Settings
-from app.engine.api import EngineClosedError
 from app.engine.batching import BatchStats, DynamicBatcher, ModelThread
 from app.engine.predictor import Predictor
+from app.failures import Failure
 from app.metrics import Metrics
-from app.schemas import CheckpointInfo
-from models.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+from app.serving.catalog import CheckpointInfo, Loaded, Served, Unavailable
+from models.checkpoint import CheckpointError, load_checkpoint
+from models.framing import DIGIT_SHAPE
 from models.registry import get_input_spec, get_model, list_models
 from models.runtime import inference_dtype, resolve_device
+from models.weights import checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def load_one(
         predictor = Predictor(ckpt, device, dtype, settings.max_batch_size)
         if settings.warmup:
             for n in sorted({1, settings.max_batch_size}):
-                predictor(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8))
+                predictor(torch.randint(0, 256, (n, 1, *DIGIT_SHAPE), dtype=torch.uint8))
             if chosen := predictor.calibrate():
                 log.info("%s on %s: %s", name, device, chosen)
     except Exception:  # a model that cannot run on this device must not stop the others
@@ -207,7 +208,7 @@ class ModelHost:
         """Queue N x 1 x 28 x 28 uint8 digits for ``name``; the future holds N probability rows."""
         hosted = self.hosted.get(name)
         if hosted is None:
-            raise EngineClosedError(f"model {name!r} is not loaded here")
+            raise Failure.SHUTTING_DOWN.error(f"model {name!r} is not loaded here")
         return hosted.batcher.enqueue(digits)
 
     def queued(self, name: str) -> int:

@@ -3,24 +3,26 @@
 import numpy as np
 import torch
 
-from app.catalog import Served
 from app.config import Settings
-from app.engine.api import EngineClosedError
 from app.engine.host import ModelHost
+from app.failures import Failure
+from app.layout import plan
 from app.metrics import Metrics
+from app.serving.catalog import Served
 
 
 class LocalEngine:
-    """An :class:`~app.engine.api.Engine` over a :class:`ModelHost` in this process."""
+    """An :class:`~app.serving.engine.Engine` over a :class:`ModelHost` in this process."""
 
     def __init__(self, host: ModelHost) -> None:
         self.host = host
         self._closed = False
 
     @classmethod
-    async def start(cls, settings: Settings, metrics: Metrics, torch_threads: int) -> "LocalEngine":
+    async def start(cls, settings: Settings, metrics: Metrics) -> "LocalEngine":
         """Load every listed model into this process."""
-        return cls(await ModelHost.start(settings, metrics, torch_threads))
+        threads = plan(settings.model_copy(update={"engine": "worker"})).torch_threads
+        return cls(await ModelHost.start(settings, metrics, threads))
 
     @property
     def catalog(self) -> dict[str, Served]:
@@ -39,7 +41,7 @@ class LocalEngine:
     async def classify(self, name: str, digits: np.ndarray) -> np.ndarray:
         """N x 28 x 28 uint8 digits -> N x classes float32 probabilities."""
         if self._closed:
-            raise EngineClosedError("the service is shutting down")
+            raise Failure.SHUTTING_DOWN.error()
         rows = await self.host.enqueue(name, torch.from_numpy(digits).unsqueeze(1))
         return rows.numpy()
 

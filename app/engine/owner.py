@@ -1,48 +1,45 @@
 """The model owner: one process per device that batches the digits of every frontend worker.
 
-Its parent (``python -m app``, or a lone worker's lifespan) starts it with
-:meth:`OwnerProcess.start`, which returns once every model is loaded and the socket listens,
-and ends it with
-:meth:`OwnerProcess.stop` after the frontends have drained. It ignores SIGINT and SIGTERM (a
-Ctrl-C reaches the whole process group): it stops when its parent says so or goes away, so it
-always outlives the requests the frontends still have in flight.
+This module runs in that process (app/engine/owner_process.py is the launcher's handle on it).
+It ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group): it stops when its
+parent says so or goes away, so it always outlives the requests the frontends still have in
+flight.
 """
 
 import asyncio
 import contextlib
 import json
 import logging
-import multiprocessing
 import signal
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from app.catalog import to_json
+from app import logs
 from app.config import Settings
-from app.engine.api import EngineClosedError, QueueFullError
 from app.engine.host import ModelHost, model_names
 from app.engine.wire import (
     CANCEL,
     RESULT,
     SUBMIT,
-    Code,
     Kind,
+    Outcome,
     Slab,
     create_mapped,
+    failure_payload,
     frame,
     frame_json,
     open_mapped,
     read_message,
 )
+from app.failures import Failure, ServiceError
 from app.layout import plan
 from app.metrics import Metrics, mark_process_dead
+from app.serving.catalog import to_json
 
 log = logging.getLogger(__name__)
-START_TIMEOUT_S = 900  # VGG checkpoints on a slow disk, and CUDA's first initialisation
 
 
 class Owner:
@@ -96,9 +93,9 @@ class _Frontend:
         self.slab = Slab(open_mapped(attach["slab"]), int(attach["slots"]), classes)
         self.digits, self.probabilities = self.slab.digits, self.slab.probabilities
 
-    def reply(self, rid: int, code: Code, detail: str = "") -> None:
+    def reply(self, rid: int, outcome: Outcome, detail: bytes = b"") -> None:
         if not self.closed:
-            self.writer.write(frame(Kind.RESULT, RESULT.pack(rid, code) + detail.encode()))
+            self.writer.write(frame(Kind.RESULT, RESULT.pack(rid, outcome) + detail))
 
     def submit(self, rid: int, model: int, first: int, n: int) -> None:
         name = self.owner.names[model]
@@ -106,11 +103,8 @@ class _Frontend:
         digits = torch.from_numpy(self.digits[first : first + n].copy()).unsqueeze(1)
         try:
             future = self.owner.host.enqueue(name, digits)
-        except QueueFullError as exc:
-            self.reply(rid, Code.QUEUE_FULL, str(exc))
-            return
-        except EngineClosedError as exc:
-            self.reply(rid, Code.CLOSED, str(exc))
+        except ServiceError as exc:  # a full queue, or stopping
+            self.reply(rid, Outcome.FAILED, failure_payload(exc))
             return
         self.pending[rid] = future
         future.add_done_callback(lambda f: self.done(rid, first, n, f))
@@ -120,12 +114,12 @@ class _Frontend:
         if self.closed:
             return
         if future.cancelled():
-            self.reply(rid, Code.CANCELLED)
-        elif future.exception() is not None:
-            self.reply(rid, Code.FAILED, "inference failed for this batch (the log has why)")
+            self.reply(rid, Outcome.CANCELLED)
+        elif future.exception() is not None:  # the batcher logged why
+            self.reply(rid, Outcome.FAILED, failure_payload(Failure.INFERENCE_FAILED.error()))
         else:
             self.probabilities[first : first + n] = future.result().numpy()
-            self.reply(rid, Code.OK)
+            self.reply(rid, Outcome.OK)
 
     def cancel(self, rid: int) -> None:
         future = self.pending.get(rid)
@@ -167,7 +161,7 @@ def run(settings: Settings, socket_path: str, parent: Connection) -> None:
     """The model owner's main (a spawned process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     try:
         import uvloop
 
@@ -176,50 +170,3 @@ def run(settings: Settings, socket_path: str, parent: Connection) -> None:
         asyncio.run(_serve(settings, Path(socket_path), parent))
     finally:
         mark_process_dead()
-
-
-@dataclass
-class OwnerProcess:
-    """The parent's handle on a model-owner process."""
-
-    process: multiprocessing.process.BaseProcess
-    conn: Connection
-    socket: Path
-
-    @classmethod
-    def start(cls, settings: Settings, run_dir: Path) -> "OwnerProcess":
-        """Spawn it and wait until every model is loaded and its socket listens."""
-        ctx = multiprocessing.get_context("spawn")  # no inherited CUDA, event loop or threads
-        conn, child = ctx.Pipe()
-        socket_path = run_dir / "engine.sock"
-        process = ctx.Process(
-            target=run, args=(settings, str(socket_path), child), name="zoo-model-owner"
-        )
-        process.start()
-        child.close()
-        owner = cls(process, conn, socket_path)
-        for _ in range(START_TIMEOUT_S * 10):
-            if conn.poll(0.1):
-                conn.recv()
-                log.info("model owner ready (pid %d, socket %s)", process.pid, socket_path)
-                return owner
-            if not process.is_alive():
-                break
-        process.kill()
-        process.join()
-        raise RuntimeError(f"the model owner did not start (exit code {process.exitcode})")
-
-    @property
-    def alive(self) -> bool:
-        """The process is running."""
-        return self.process.is_alive()
-
-    def stop(self, timeout: float = 60) -> None:
-        """Tell it to finish what it accepted and exit; kill it if it does not in ``timeout``."""
-        with contextlib.suppress(OSError):
-            self.conn.send("stop")
-            self.conn.poll(timeout)
-        self.process.join(timeout)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()

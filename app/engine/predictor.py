@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from app.engine.batching import Pending
 from models.checkpoint import LoadedCheckpoint
+from models.framing import DIGIT_SHAPE
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Predictor:
             return chosen
         size = 1
         while size <= min(CALIBRATE_UP_TO, len(self._by_size) - 1):
-            x = torch.randint(0, 256, (size, 1, 28, 28), dtype=torch.uint8)
+            x = torch.randint(0, 256, (size, 1, *DIGIT_SHAPE), dtype=torch.uint8)
             times = [_best_of(lambda p=p, x=x: self._run(p, x)) for p in self.placements]  # type: ignore[misc]
             if times[0] > CALIBRATE_BUDGET_S * size:
                 break
@@ -145,7 +146,8 @@ class _CudaStaging:
         self.copy_stream = torch.cuda.Stream(device)
         self.compute_stream = torch.cuda.Stream(device)
         self.inputs = [
-            torch.empty((capacity, 1, 28, 28), dtype=torch.uint8).pin_memory() for _ in range(RING)
+            torch.empty((capacity, 1, *DIGIT_SHAPE), dtype=torch.uint8).pin_memory()
+            for _ in range(RING)
         ]
         self.outputs = [
             torch.empty((capacity, classes), dtype=torch.float32).pin_memory() for _ in range(RING)

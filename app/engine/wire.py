@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
-DIGIT = (28, 28)
-DIGIT_BYTES = DIGIT[0] * DIGIT[1]
+from app.failures import BY_SLUG, ServiceError
+from models.framing import DIGIT_SHAPE
+
+DIGIT_BYTES = DIGIT_SHAPE[0] * DIGIT_SHAPE[1]
 HEADER = struct.Struct("<BI")  # message type, payload length
 SUBMIT = struct.Struct("<IHII")  # request id, model index, first slot, count
 CANCEL = struct.Struct("<I")  # request id
-RESULT = struct.Struct("<IB")  # request id, Code; a UTF-8 detail may follow
+RESULT = struct.Struct("<IB")  # request id, Outcome; FAILED: "<slug>\n<detail>" in UTF-8 follows
 
 
 class Kind(IntEnum):
@@ -41,14 +43,23 @@ class Kind(IntEnum):
     RESULT = 7
 
 
-class Code(IntEnum):
-    """How a SUBMIT ended."""
+class Outcome(IntEnum):
+    """How a SUBMIT ended; a failure names its row of the failure table (app/failures.py)."""
 
     OK = 0
-    QUEUE_FULL = 1
-    CLOSED = 2
-    FAILED = 3
-    CANCELLED = 4
+    CANCELLED = 1  # the frontend withdrew it: nobody reads the answer
+    FAILED = 2
+
+
+def failure_payload(exc: ServiceError) -> bytes:
+    """A failure as the text after a FAILED result."""
+    return f"{exc.failure.kind.slug}\n{exc.detail}".encode()
+
+
+def failure_from(payload: bytes) -> ServiceError:
+    """The failure :func:`failure_payload` sent."""
+    slug, _, detail = payload.decode().partition("\n")
+    return BY_SLUG[slug].error(detail)
 
 
 def frame(kind: Kind, payload: bytes) -> bytes:
@@ -120,7 +131,7 @@ class Slab:
     @property
     def digits(self) -> np.ndarray:
         """slots x 28 x 28 uint8, a view of the shared memory."""
-        return np.ndarray((self.slots, *DIGIT), np.uint8, self.memory)
+        return np.ndarray((self.slots, *DIGIT_SHAPE), np.uint8, self.memory)
 
     @property
     def probabilities(self) -> np.ndarray:

@@ -1,44 +1,168 @@
-"""POST /predict/{model}: uploads -> digits -> engine -> JSON, on a lean path FastAPI documents.
+"""POST /predict/{model}: the HTTP adapter of the serving core's answer, on a lean path.
 
-The route is declared once, as a FastAPI endpoint (``predict``): its signature, body and
-responses make the OpenAPI document, and FastAPI can run it as any endpoint (the documented
-behaviour). In the service the route is a :class:`LeanRoute`: FastAPI routes to it, but the
-request goes straight to :class:`LeanPredict`, which reads the body and the query itself and
-answers with orjson, skipping the dependency, form and validation machinery. Both call
-:func:`answer` for everything past the parsing, and tests send the same requests to both.
+FastAPI's generic form, dependency and validation machinery costs more than the rest of a
+small request, so the route is served by :class:`LeanPredict`, a plain ASGI app that reads the
+query and the body itself and answers with orjson. FastAPI still routes to it and documents it
+from :func:`predict_declaration`, whose signature (the path, the query model, the answer's
+TypedDict) is the route's contract; the query is validated with that same model.
 """
 
-from typing import Annotated, Any, Literal
+import base64
+import io
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Query, Request
+import numpy as np
+import orjson
+from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
 from fastapi.routing import APIRoute
-from pydantic import Field, TypeAdapter, ValidationError
+from PIL import Image
+from pydantic import BaseModel, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from app.errors import ServiceError
-from app.frontend.answer import answer
-from app.frontend.uploads import (
-    Upload,
-    is_raw_image,
-    media_type,
-    parse_multipart,
-    raw_image,
-    read_uploads,
-    unsupported,
+from app.failures import Failure, ServiceError
+from app.frontend.problems import (
+    problem_body,
+    problem_response,
+    problem_responses,
+    validation_error,
 )
-from app.problems import problem_response, problem_responses, validation_error
-from app.schemas import PredictResponse
+from app.frontend.schemas import ImageProblem, Prediction, PredictResponse, TopK
+from app.frontend.uploads import read_body, uploads_of
+from app.serving.answer import Answer, Upload, answer, rejected
+from app.serving.catalog import CheckpointInfo, Loaded
 
-TOP_K_DEFAULT, TOP_K_MAX = 3, 10
-Include = Literal["digit"]
-# The query parameters as the endpoint declares them: (type, default), in declaration order.
-_QUERY: dict[str, tuple[TypeAdapter[Any], Any]] = {
-    "top_k": (TypeAdapter(Annotated[int, Field(ge=1, le=TOP_K_MAX)]), TOP_K_DEFAULT),
-    "include": (TypeAdapter(Include | None), None),
-}
+
+class PredictQuery(BaseModel):
+    """The predict route's query parameters (unknown ones are ignored)."""
+
+    top_k: int = Field(3, ge=1, le=10, description="how many labels to rank")
+    include: Literal["digit"] | None = Field(
+        None,
+        description="`digit`: add to each prediction the 28x28 digit the model saw, as a base64 "
+        "PNG, to tell a preprocessing miss from a model miss",
+    )
+
+
+def digit_png(digit: np.ndarray) -> str:
+    """A 28x28 uint8 digit as a base64 PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(digit).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def encode(result: Answer, top_k: int) -> bytes:
+    """The 200 body: per upload, in order, its label, confidence, probabilities and top k (and,
+    when the answer kept them, the digit the model saw), or the problem with that image."""
+    labels, probs = result.model.labels, result.probabilities
+    order = np.argsort(-probs, axis=1, kind="stable")[:, : min(top_k, probs.shape[1])].tolist()
+    rows = iter(zip(probs.tolist(), order, strict=True))
+    seen = iter(result.digits) if result.digits is not None else None
+    refused = {r.index: r for r in result.rejections}
+    predictions: list[Prediction | ImageProblem] = []
+    for i, up in enumerate(result.uploads):
+        if i in refused:
+            predictions.append(cast(ImageProblem, problem_body(rejected(up, refused[i]))))
+            continue
+        row, top = next(rows)
+        prediction = Prediction(
+            filename=up.filename,
+            label=labels[top[0]],
+            confidence=row[top[0]],
+            probabilities=row,
+            top_k=[TopK(label=labels[j], probability=row[j]) for j in top],
+        )
+        if seen is not None:
+            prediction["digit"] = digit_png(next(seen))
+        predictions.append(prediction)
+    body = PredictResponse(model=result.model.name, device=result.model.device,
+                           predictions=predictions)  # fmt: skip
+    return orjson.dumps(body)
+
+
+def _example() -> dict[str, Any]:
+    """The documented 200: the encoder's own output for two uploads, one of them unusable."""
+    from app.digits.pipeline import Rejection
+
+    probs = np.array([[1e-05, 2e-05, 0.0011, 2e-04, 1e-05, 3e-05, 1e-06, 0.9981, 1e-05, 5e-04]])
+    model = Loaded(
+        name="lenet", parameters=61610, input=(1, 28, 28), device="cpu", dtype="float32",
+        labels=tuple("0123456789"), test_accuracy=0.9945, test_loss=0.02, max_batch_size=64,
+        checkpoint=CheckpointInfo(path="lenet.safetensors", sha256="", created_at="",
+                                  train_command="", torch_version="", dataset_fingerprint=""),
+    )  # fmt: skip
+    detail = Failure.INVALID_IMAGE.kind.message.removeprefix("notes.png: ")
+    result = Answer(
+        model,
+        [Upload("seven.png", b""), Upload("notes.png", b"")],
+        probs.astype(np.float32),
+        [Rejection(1, detail, Failure.INVALID_IMAGE)],
+        None,
+    )
+    return cast(dict[str, Any], orjson.loads(encode(result, 3)))
+
+
+def _query(query_string: bytes) -> PredictQuery:
+    """The query parameters, validated with the declared model (errors as FastAPI's)."""
+    raw = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+    try:
+        return PredictQuery.model_validate(raw)
+    except ValidationError as exc:
+        found = [{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]
+        raise validation_error(RequestValidationError(found)) from None
+
+
+class LeanPredict:
+    """The predict route as a plain ASGI app: direct query and body parsing, orjson out."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope["app"].state
+        settings = state.settings
+
+        async def read() -> list[Upload]:
+            return uploads_of(scope, await read_body(receive), settings.max_files)
+
+        try:
+            query = _query(scope["query_string"])
+            result = await answer(
+                state.zoo,
+                state.metrics,
+                scope["path_params"]["model"],
+                read,
+                keep_digits=query.include == "digit",
+            )
+            body = encode(result, query.top_k)
+        except ServiceError as exc:
+            await problem_response(exc, settings.retry_after_s)(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def predict_declaration(
+    model: str, query: Annotated[PredictQuery, Query()]
+) -> PredictResponse:
+    """Classify the uploaded images with ``model``."""
+    raise AssertionError("documentation only: LeanPredict serves this route")
+
+
+class LeanRoute(APIRoute):
+    """Routed and documented by FastAPI like any route; served by :class:`LeanPredict`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = LeanPredict()
+
 
 _IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
 REQUEST_BODY: dict[str, Any] = {
@@ -66,181 +190,31 @@ REQUEST_BODY: dict[str, Any] = {
         "application/octet-stream": _IMAGE_BODY,
     },
 }
-EXAMPLE = {
-    "model": "lenet",
-    "device": "cpu",
-    "predictions": [
-        {
-            "filename": "seven.png",
-            "label": "7",
-            "confidence": 0.9981,
-            "probabilities": [
-                1e-05,
-                2e-05,
-                0.0011,
-                2e-04,
-                1e-05,
-                3e-05,
-                1e-06,
-                0.9981,
-                1e-05,
-                5e-04,
-            ],
-            "top_k": [
-                {"label": "7", "probability": 0.9981},
-                {"label": "2", "probability": 0.0011},
-                {"label": "9", "probability": 0.0005},
-            ],
-        },
-        {
-            "type": "/problems/invalid-image",
-            "title": "Invalid image",
-            "status": 422,
-            "detail": "notes.png: not a recognised image (allowed formats: BMP, GIF, JPEG, PNG, "
-            "TIFF, WEBP)",
-            "filename": "notes.png",
-            "index": 1,
-        },
-    ],
-}
-
-
-async def predict(
-    model: str,
-    request: Request,
-    top_k: Annotated[
-        int, Query(ge=1, le=TOP_K_MAX, description="how many labels to rank")
-    ] = TOP_K_DEFAULT,
-    include: Annotated[
-        Include | None,
-        Query(
-            description="`digit`: add to each prediction the 28x28 digit the model saw, as a "
-            "base64 PNG, to tell a preprocessing miss from a model miss"
-        ),
-    ] = None,
-) -> Response:
-    """Classify the uploaded images with ``model``."""
-    state = request.app.state
-    body = await answer(
-        state.zoo,
-        state.metrics,
-        model,
-        lambda: read_uploads(request, state.settings.max_files),
-        top_k,
-        include_digit=include == "digit",
-    )
-    return Response(body, media_type="application/json")
-
-
-def _query(query_string: bytes) -> dict[str, Any]:
-    """The query parameters, validated exactly as FastAPI validates the declared ones."""
-    raw = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
-    values, errors = {}, []
-    for name, (adapter, default) in _QUERY.items():
-        if name not in raw:
-            values[name] = default
-            continue
-        try:
-            values[name] = adapter.validate_python(raw[name])
-        except ValidationError as exc:
-            errors += [{**e, "loc": ("query", name, *e["loc"])} for e in exc.errors()]
-    if errors:
-        raise validation_error(RequestValidationError(errors))
-    return values
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ConnectionError("the client went away")
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-class LeanPredict:
-    """The predict route as a plain ASGI app: direct query and body parsing, orjson out."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = scope["app"].state
-        settings = state.settings
-        headers = dict(scope["headers"])
-        content_type = headers.get(b"content-type", b"").decode("latin-1")
-
-        async def read() -> list[Upload]:
-            media = media_type(content_type)
-            if is_raw_image(media):
-                name = headers.get(b"x-filename", b"").decode("latin-1") or None
-                if name is None:
-                    qs = scope["query_string"].decode("latin-1")
-                    query = dict(parse_qsl(qs, keep_blank_values=True))
-                    name = query.get("filename")
-                return raw_image(await _read_body(receive), name)
-            if media != "multipart/form-data":
-                raise unsupported(media)
-            return parse_multipart(await _read_body(receive), content_type, settings.max_files)
-
-        try:
-            query = _query(scope["query_string"])
-            body = await answer(
-                state.zoo,
-                state.metrics,
-                scope["path_params"]["model"],
-                read,
-                query["top_k"],
-                include_digit=query["include"] == "digit",
-            )
-        except ServiceError as exc:
-            await problem_response(exc)(scope, receive, send)
-            return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-class LeanRoute(APIRoute):
-    """Documented by FastAPI from its endpoint like any route; served by :class:`LeanPredict`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.app = LeanPredict()
-
-
-PROBLEMS = (
-    "malformed-multipart",
-    "unknown-model",
-    "request-timeout",
-    "content-too-large",
-    "image-too-large",
-    "unsupported-media-type",
-    "invalid-request",
-    "no-files",
-    "too-many-files",
-    "invalid-image",
-    "inference-failed",
-    "internal-error",
-    "model-not-loaded",
-    "queue-full",
-    "shutting-down",
-    "inference-timeout",
+FAILURES = (
+    Failure.MALFORMED_MULTIPART,
+    Failure.UNKNOWN_MODEL,
+    Failure.REQUEST_TIMEOUT,
+    Failure.CONTENT_TOO_LARGE,
+    Failure.IMAGE_TOO_LARGE,
+    Failure.UNSUPPORTED_MEDIA_TYPE,
+    Failure.INVALID_REQUEST,
+    Failure.NO_FILES,
+    Failure.TOO_MANY_FILES,
+    Failure.INVALID_IMAGE,
+    Failure.INFERENCE_FAILED,
+    Failure.INTERNAL_ERROR,
+    Failure.MODEL_NOT_LOADED,
+    Failure.QUEUE_FULL,
+    Failure.SHUTTING_DOWN,
+    Failure.INFERENCE_TIMEOUT,
 )
 
 
-def add_predict_route(app: FastAPI, lean: bool) -> None:
-    """Add POST /predict/{model}, served by the lean path unless ``lean`` is False."""
+def add_predict_route(app: FastAPI) -> None:
+    """Add POST /predict/{model}, served by the lean path."""
     app.router.add_api_route(
         "/predict/{model}",
-        predict,
+        predict_declaration,
         methods=["POST"],
         response_model=PredictResponse,
         summary="Classify uploaded digit images",
@@ -252,9 +226,9 @@ def add_predict_route(app: FastAPI, lean: bool) -> None:
         operation_id="predict",
         openapi_extra={"requestBody": REQUEST_BODY},
         responses={
-            200: {"content": {"application/json": {"example": EXAMPLE}}},
-            **problem_responses(*PROBLEMS),
+            200: {"content": {"application/json": {"example": _example()}}},
+            **problem_responses(*FAILURES),
         },
         tags=["predict"],
-        route_class_override=LeanRoute if lean else APIRoute,
+        route_class_override=LeanRoute,
     )

@@ -10,8 +10,8 @@ import hmac
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import errors
-from app.problems import problem_response
+from app.failures import Failure
+from app.frontend.problems import problem_response
 
 REALM = 'Bearer realm="mnist-zoo"'
 # No inline script anywhere: the page, Swagger UI and ReDoc load theirs from the service.
@@ -74,7 +74,7 @@ class ApiKeyMiddleware:
             else "the API key is not valid"
         )
         challenge = REALM if token is None else f'{REALM}, error="invalid_token"'
-        response = problem_response(errors.Unauthorized(detail))
+        response = problem_response(Failure.UNAUTHORIZED.error(detail))
         response.headers["WWW-Authenticate"] = challenge
         await response(scope, receive, send)
 

@@ -1,40 +1,29 @@
 """Reading uploads: the body-size guard, and multipart or raw-image bodies -> (name, bytes).
 
-Two readers give the same uploads and the same errors: the lean one parses the body directly
-with python-multipart (the predict route's hot path), the other through Starlette's form
-parser (FastAPI's documented behaviour, which tests hold the lean one to).
+Multipart bodies are parsed directly with python-multipart's parser (FastAPI's form machinery
+costs more than the rest of a small request), with Starlette's limits: MAX_FILES files and as
+many fields, 1 MiB per non-file part.
 """
 
 import asyncio
 import codecs
-import functools
-from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import errors
-from app.problems import problem_response
+from app.failures import Failure, ServiceError
+from app.frontend.problems import problem_response
+from app.serving.answer import Upload
 
 MAX_FILENAME = 255
 MAX_FIELD_BYTES = 1024 * 1024  # a non-file part; Starlette's limit too
 
 
-@dataclass(frozen=True)
-class Upload:
-    """One uploaded image, as received."""
-
-    filename: str
-    data: bytes
-
-
-def _too_large(limit: int) -> errors.BodyTooLarge:
+def _too_large(limit: int) -> ServiceError:
     detail = f"request body exceeds the {limit}-byte limit (MAX_UPLOAD_BYTES)"
-    return errors.BodyTooLarge(detail, limit_bytes=limit)
+    return Failure.CONTENT_TOO_LARGE.error(detail, limit_bytes=limit)
 
 
 # An answer sent before the whole body was read (a 413, but also a 401 or 404 that needs none
@@ -94,7 +83,7 @@ class BodyLimitMiddleware:
             except TimeoutError:
                 stalled = True
                 detail = f"nothing arrived for {self.body_timeout_s:g} s (BODY_TIMEOUT_S)"
-                raise errors.BodyStalled(f"the request body stalled: {detail}") from None
+                raise Failure.REQUEST_TIMEOUT.error(f"the request body stalled: {detail}") from None
             seen += len(message.get("body", b""))
             done = not message.get("more_body", False)
             if seen > self.max_bytes:  # chunked bodies declare no length
@@ -138,24 +127,24 @@ def is_raw_image(media: str) -> bool:
 def raw_image(body: bytes, name: str | None) -> list[Upload]:
     """The one image of an ``image/*`` body."""
     if not body:
-        raise errors.NoFiles("the request body is empty: send the image bytes")
+        raise Failure.NO_FILES.error("the request body is empty: send the image bytes")
     return [Upload(_filename(name, 0), body)]
 
 
-def unsupported(media: str) -> errors.UnsupportedMediaType:
+def unsupported(media: str) -> ServiceError:
     """The 415 for a body that is neither multipart nor an image."""
-    return errors.UnsupportedMediaType(
+    return Failure.UNSUPPORTED_MEDIA_TYPE.error(
         f"unsupported content type {media or '(none)'!r}: send "
         "multipart/form-data with parts named 'files', or one image as image/* "
         "(or application/octet-stream)"
     )
 
 
-def _multipart_problem(message: str, max_files: int) -> errors.ServiceError:
+def _multipart_problem(message: str, max_files: int) -> ServiceError:
     if message.startswith(("Too many files", "Too many fields")):
         detail = f"too many files: at most {max_files} per request (MAX_FILES)"
-        return errors.TooManyFiles(detail, max_files=max_files)
-    return errors.MalformedMultipart(f"malformed multipart body: {message}")
+        return Failure.TOO_MANY_FILES.error(detail, max_files=max_files)
+    return Failure.MALFORMED_MULTIPART.error(f"malformed multipart body: {message}")
 
 
 def _files(parts: list[tuple[str, str | None, bytes]]) -> list[Upload]:
@@ -167,7 +156,7 @@ def _files(parts: list[tuple[str, str | None, bytes]]) -> list[Upload]:
     ]
     if not files:
         got = sorted({name for name, _, _ in parts})
-        raise errors.NoFiles(
+        raise Failure.NO_FILES.error(
             "no files: send one or more parts named 'files'"
             + (f" (got parts named {', '.join(map(repr, got))})" if got else "")
         )
@@ -243,9 +232,8 @@ class _Parts:
         self.parts.append((self._name, self._filename, b"".join(self._data)))
 
 
-@functools.lru_cache(maxsize=256)
 def _multipart_params(content_type: str) -> tuple[bytes | None, str]:
-    """(boundary, charset) of a multipart Content-Type; clients reuse theirs, so cached."""
+    """(boundary, charset) of a multipart Content-Type."""
     _, params = parse_options_header(content_type)
     charset = params.get(b"charset", b"utf-8").decode("latin-1")
     try:
@@ -272,24 +260,39 @@ def parse_multipart(body: bytes, content_type: str, max_files: int) -> list[Uplo
     return _files(collector.parts)
 
 
-async def read_uploads(request: Request, max_files: int) -> list[Upload]:
-    """The images of a request through Starlette's parsers (FastAPI's documented behaviour)."""
-    media = media_type(request.headers.get("content-type", ""))
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body (the body guards outside bound its size and pace)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionError("the client went away")
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """One request header as text (UTF-8, as browsers send non-ASCII names); 400 when the
+    request repeats it, since two readings of one request must never disagree."""
+    values = [v for k, v in scope["headers"] if k == name]
+    if len(values) > 1:
+        shown = name.decode().title()
+        raise Failure.BAD_REQUEST.error(f"the request has {len(values)} {shown} headers")
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def uploads_of(scope: Scope, body: bytes, max_files: int) -> list[Upload]:
+    """The images of a request body: the parts named 'files' of a multipart body, or the one
+    image of an image/* (or octet-stream) body, named by X-Filename or ``?filename=``."""
+    content_type = _header(scope, b"content-type") or ""
+    media = media_type(content_type)
     if is_raw_image(media):
-        name = request.headers.get("x-filename") or request.query_params.get("filename")
-        return raw_image(await request.body(), name)
+        name = _header(scope, b"x-filename")
+        if not name:
+            query = scope["query_string"].decode("latin-1")
+            name = dict(parse_qsl(query, keep_blank_values=True)).get("filename")
+        return raw_image(body, name)
     if media != "multipart/form-data":
         raise unsupported(media)
-    try:
-        form = await request.form(max_files=max_files, max_fields=max_files)
-    except HTTPException as exc:
-        raise _multipart_problem(str(exc.detail), max_files) from None
-    try:
-        parts = [
-            (k, v.filename if isinstance(v, UploadFile) else None, v) for k, v in form.multi_items()
-        ]
-        return _files(
-            [(k, f, await v.read() if isinstance(v, UploadFile) else b"") for k, f, v in parts]
-        )
-    finally:
-        await form.close()
+    return parse_multipart(body, content_type, max_files)

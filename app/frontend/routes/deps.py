@@ -8,17 +8,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.config import Settings
-from app.frontend.zoo import Zoo
 from app.metrics import Metrics
+from app.serving.zoo import Zoo
 
 
 async def _zoo(request: Request) -> Zoo:
     return request.app.state.zoo
-
-
-async def _settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 async def _metrics(request: Request) -> Metrics:
@@ -26,5 +21,4 @@ async def _metrics(request: Request) -> Metrics:
 
 
 ZooDep = Annotated[Zoo, Depends(_zoo)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]

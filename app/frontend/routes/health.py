@@ -4,9 +4,9 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.catalog import Loaded
 from app.frontend.routes.deps import MetricsDep, ZooDep
-from app.schemas import Liveness, Readiness
+from app.frontend.schemas import Liveness, Readiness
+from app.serving.catalog import Loaded
 
 router = APIRouter(tags=["health"])
 

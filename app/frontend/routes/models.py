@@ -2,36 +2,41 @@
 
 from fastapi import APIRouter
 
-from app.catalog import Loaded, Served
+from app.failures import Failure
+from app.frontend.problems import problem_responses
 from app.frontend.routes.deps import ZooDep
-from app.frontend.zoo import Zoo
-from app.problems import problem_responses
-from app.schemas import InputSpecInfo, ModelInfo, ModelList
+from app.frontend.schemas import InputSpecInfo, LoadedModel, ModelInfo, ModelList, UnavailableModel
+from app.serving.catalog import Loaded, Served
+from app.serving.zoo import Zoo
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-def model_info(zoo: Zoo, served: Served) -> ModelInfo:
+def model_info(zoo: Zoo, served: Served) -> LoadedModel | UnavailableModel:
     """The public description of one listed model."""
     channels, height, width = served.input
-    info = ModelInfo(
-        name=served.name,
-        loaded=isinstance(served, Loaded),
-        status="ready" if isinstance(served, Loaded) else served.status,
-        reason=None if isinstance(served, Loaded) else served.reason,
-        parameters=served.parameters,
-        input=InputSpecInfo(channels=channels, height=height, width=width),
-    )
+    spec = InputSpecInfo(channels=channels, height=height, width=width)
     if isinstance(served, Loaded):
-        info.device, info.dtype = served.device, served.dtype
-        info.test_accuracy, info.test_loss = served.test_accuracy, served.test_loss
-        info.labels = list(served.labels)
-        info.max_batch_size, info.queue_depth = (
-            served.max_batch_size,
-            zoo.engine.queued(served.name),
+        return LoadedModel(
+            name=served.name,
+            parameters=served.parameters,
+            input=spec,
+            device=served.device,
+            dtype=served.dtype,
+            test_accuracy=served.test_accuracy,
+            test_loss=served.test_loss,
+            labels=list(served.labels),
+            max_batch_size=served.max_batch_size,
+            queue_depth=zoo.engine.queued(served.name),
+            checkpoint=served.checkpoint,
         )
-        info.checkpoint = served.checkpoint
-    return info
+    return UnavailableModel(
+        name=served.name,
+        parameters=served.parameters,
+        input=spec,
+        status=served.status,
+        reason=served.reason,
+    )
 
 
 @router.get(
@@ -50,8 +55,8 @@ async def list_models(zoo: ZooDep) -> ModelList:
     response_model=ModelInfo,
     summary="Describe one model",
     operation_id="getModel",
-    responses=problem_responses("unknown-model"),
+    responses=problem_responses(Failure.UNKNOWN_MODEL),
 )
-async def get_model_info(name: str, zoo: ZooDep) -> ModelInfo:
+async def get_model_info(name: str, zoo: ZooDep) -> LoadedModel | UnavailableModel:
     """One model: status, device, dtype, parameters, input, accuracy, checkpoint and sha256."""
     return model_info(zoo, zoo.lookup(name))

@@ -4,10 +4,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import TypeAdapter
 
+from app.failures import Failure
+from app.frontend.problems import problem_responses
+from app.frontend.schemas import Problem
 from app.frontend.security import needs_key
-from app.problems import problem_responses
-from app.schemas import Problem
 
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 
@@ -29,7 +31,7 @@ def _require_key(doc: dict[str, Any]) -> None:
             "description": "one of the service's API_KEYS",
         }
     }
-    unauthorized = {str(k): v for k, v in problem_responses("unauthorized").items()}
+    unauthorized = {str(k): v for k, v in problem_responses(Failure.UNAUTHORIZED).items()}
     for path, operations in doc["paths"].items():
         if needs_key(path.replace("{model}", "x").replace("{name}", "x")):
             for operation in operations.values():
@@ -56,7 +58,7 @@ def install_openapi(app: FastAPI, secured: bool) -> None:
             schemas = doc.setdefault("components", {}).setdefault("schemas", {})
             for unused in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(unused, None)
-            schemas["Problem"] = Problem.model_json_schema(
+            schemas["Problem"] = TypeAdapter(Problem).json_schema(
                 ref_template="#/components/schemas/{model}"
             )
             if secured:

@@ -6,7 +6,7 @@ cost a few microseconds per image instead of a hundred:
 - PNG files that are 8-bit greyscale without transparency or EXIF are decoded by libspng
   (pyspng), ~5x faster than Pillow for a 28x28 file; everything else goes through Pillow.
 - Images of the same small shape (under PLANE_MIN_SIDE, so no page gradient to remove) run
-  through the ink, crop and centring steps of app/frontend/preprocess.py as whole-array numpy
+  through the ink, crop and centring steps of app/digits/preprocess.py as whole-array numpy
   operations over the request. Each step repeats the reference's arithmetic in the reference's
   dtypes, so the digits are identical (tests compare them on every MNIST test digit and on
   odd inputs). What it does not cover, it hands to the reference: noisy borders (despeckling),
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from app.frontend.preprocess import (
+from app.digits.preprocess import (
     BOX,
     COM_TARGET,
     FRAME,
@@ -44,6 +44,7 @@ from app.frontend.preprocess import (
     luminance,
     png_size,
 )
+from app.failures import Failure
 
 try:  # the fast decoder is an optimisation: without its wheel, Pillow decodes everything
     import pyspng
@@ -57,11 +58,11 @@ MIN_BATCH = 3  # below this, the reference's per-image calls cost less than the 
 
 @dataclass(frozen=True)
 class Rejection:
-    """An upload that could not be used: its index, why, and the HTTP status that says so."""
+    """An upload that could not be used: its index, why, and which failure that is."""
 
     index: int
     detail: str
-    status_code: int
+    failure: Failure
 
 
 def plain_gray_png(data: bytes) -> tuple[int, int] | None:
@@ -111,7 +112,7 @@ def to_digits(datas: list[bytes], limits: ImageLimits) -> tuple[np.ndarray, list
             return to_uint8(digit_from_gray(_as_float(gray(datas[0], limits))))[None], []
         except ImageRejected as exc:
             return np.zeros((1, FRAME, FRAME), np.uint8), [
-                Rejection(0, exc.detail, exc.status_code)
+                Rejection(0, exc.detail, exc.failure)
             ]
     digits = np.zeros((len(datas), FRAME, FRAME), np.float32)
     rejections: list[Rejection] = []
@@ -122,7 +123,7 @@ def to_digits(datas: list[bytes], limits: ImageLimits) -> tuple[np.ndarray, list
         try:
             g = gray(data, limits)
         except ImageRejected as exc:
-            rejections.append(Rejection(i, exc.detail, exc.status_code))
+            rejections.append(Rejection(i, exc.detail, exc.failure))
             continue
         h, w = g.shape
         if 3 <= min(h, w) < PLANE_MIN_SIDE and h * w <= _MAX_FAST_PIXELS:
@@ -136,12 +137,12 @@ def to_digits(datas: list[bytes], limits: ImageLimits) -> tuple[np.ndarray, list
         stack = np.stack([g for _, g in members])
         batch, rejected = batch_digits(stack.astype(np.float32) / 255 if fast else stack)
         digits[index] = batch
-        rejections += [Rejection(index[j], e.detail, e.status_code) for j, e in rejected.items()]
+        rejections += [Rejection(index[j], e.detail, e.failure) for j, e in rejected.items()]
     for i, g in sorted(others, key=lambda item: item[0]):
         try:
             digits[i] = digit_from_gray(_as_float(g))
         except ImageRejected as exc:
-            rejections.append(Rejection(i, exc.detail, exc.status_code))
+            rejections.append(Rejection(i, exc.detail, exc.failure))
     rejections.sort(key=lambda r: r.index)
     return to_uint8(digits), rejections
 

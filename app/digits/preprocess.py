@@ -13,22 +13,18 @@ from io import BytesIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from app.config import Settings
+from app.failures import Failure
+from models.framing import BOX, COM_TARGET, FRAME, FULL_SCALE, TIGHT
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEFAULT_FORMATS: frozenset[str] = frozenset({"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"})
 
-FRAME, BOX = 28, 20  # MNIST: a 28x28 frame holding a digit that fits 20x20, aspect ratio kept
-# Measured on the 10,000 MNIST test digits: every centre of mass lies in [13.5, 14.5] (0-based
-# pixel index), so placing the COM at round(14.0) moves none of them.
-COM_TARGET = 14.0
 WORK_MAX_SIDE = 512  # bigger uploads are box-averaged down first: cost stays bounded
 PLANE_MIN_SIDE = 64  # smaller images are digit crops, not photographed pages
 INTERMEDIATE = 4 * BOX  # big crops go through 80 px, where thin strokes are measured and grown
-FULL_SCALE = 0.95  # ink peaking above this is left as is (MNIST peaks at 254-255, not 255 always)
 NOISE_K = 4.0  # noise threshold = K robust sigmas of the border; 0 for clean images
 MIN_CONTRAST = 0.05  # ink weaker than ~13 grey levels above the paper is no digit
-# MNIST digits span their 20 px box with ink above 0.1 (99.96% of test digits), so that is
-# where the box is measured: fainter halos (resampling, JPEG ringing) may spill past it.
-TIGHT = 0.1
 SPECK_LEVEL = 0.15  # in noisy images, bbox ignores ink whose 3x3 mean is below this (lone specks)
 # Stroke width / digit size, estimated as in _stroke_width: MNIST's median is 0.16, its 1st
 # percentile 0.08. Far below that (pen strokes on a big canvas) the strokes would vanish.
@@ -40,6 +36,7 @@ IMPULSE_SHARE, IMPULSE_MIN = 0.01, 8
 # A small image's paper wanders (fog, shadow) when the border's values spread this many times
 # more than neighbouring border pixels differ; then a grey opening stands in for the paper.
 WANDER = 3.0
+TOO_LARGE = Failure.IMAGE_TOO_LARGE
 _ORIENTATION = 0x0112  # EXIF tag
 _INDEX = np.arange(FRAME, dtype=np.float64)
 # Our header check (ImageLimits.max_pixels, 40 M by default) refuses what Pillow would warn
@@ -50,19 +47,18 @@ _KEYED_MODES = frozenset({"1", "L", "P", "RGB"})  # a tRNS colour key Pillow tur
 
 
 class ImageRejected(Exception):
-    """An upload we refuse; status_code is the HTTP status the API should answer (413 or 422)."""
+    """An upload we refuse, and which failure it is (an invalid image, or one too large)."""
 
-    def __init__(self, detail: str, status_code: int = 422) -> None:
+    def __init__(self, detail: str, failure: Failure = Failure.INVALID_IMAGE) -> None:
         super().__init__(detail)
-        self.detail = detail
-        self.status_code = status_code
+        self.detail, self.failure = detail, failure
 
 
 @dataclass(frozen=True)
 class ImageLimits:
     """What decode_image accepts: pixel count (checked from the header) and Pillow formats."""
 
-    max_pixels: int = 40_000_000
+    max_pixels: int = Settings.model_fields["max_image_pixels"].default
     allowed_formats: frozenset[str] = DEFAULT_FORMATS
 
 
@@ -74,7 +70,7 @@ def check_pixels(width: int, height: int, limits: ImageLimits) -> None:
     """413 for an image whose header declares more than ``limits.max_pixels`` pixels."""
     if width * height > limits.max_pixels:
         declared = f"image declares {width}x{height} = {width * height:,} pixels"
-        raise ImageRejected(f"{declared}; the limit is {limits.max_pixels:,}", 413)
+        raise ImageRejected(f"{declared}; the limit is {limits.max_pixels:,}", TOO_LARGE)
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:
@@ -95,8 +91,8 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     try:
         img: Image.Image = Image.open(BytesIO(data))  # lazy: reads the header only
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        detail = f"image too large for Pillow's bomb guard ({exc})"
-        raise ImageRejected(f"{detail}; the limit is {limits.max_pixels:,} pixels", 413) from exc
+        detail = f"image too large to decode; the limit is {limits.max_pixels:,} pixels"
+        raise ImageRejected(detail, TOO_LARGE) from exc
     except UnidentifiedImageError:
         pdf = data.lstrip()[:5] == b"%PDF-"  # Pillow only writes PDF: name it rather than shrug
         what = "format PDF not allowed" if pdf else "not a recognised image"

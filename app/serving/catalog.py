@@ -7,9 +7,22 @@ they are frozen dataclasses of JSON-ready values, and this module imports no tor
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from app.schemas import CheckpointInfo
+from pydantic import BaseModel, Field
 
 Reason = Literal["missing", "invalid", "failed"]
+
+
+class CheckpointInfo(BaseModel):
+    """Where a loaded model's weights came from."""
+
+    path: str = Field(
+        description="the file, relative to the weights folder", examples=["lenet.safetensors"]
+    )
+    sha256: str
+    created_at: str
+    train_command: str
+    torch_version: str
+    dataset_fingerprint: str
 
 
 @dataclass(frozen=True)

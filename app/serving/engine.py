@@ -1,22 +1,14 @@
-"""What a frontend worker asks of an engine, whichever layout runs it. Imports no torch."""
+"""What the serving core asks of the model side, whichever layout runs it. Imports no torch.
+
+Refusals and failures are :class:`~app.failures.ServiceError` rows of the failure table:
+QUEUE_FULL, SHUTTING_DOWN (closed, or gone), INFERENCE_FAILED.
+"""
 
 from typing import Protocol
 
 import numpy as np
 
-from app.catalog import Served
-
-
-class QueueFullError(Exception):
-    """The model's queue cannot take this many more images now (503, retry soon)."""
-
-
-class EngineClosedError(Exception):
-    """The engine is shutting down, or gone, and takes no new work (503)."""
-
-
-class InferenceError(Exception):
-    """The model raised on the batch that held these images (500; the log has the cause)."""
+from app.serving.catalog import Served
 
 
 class Engine(Protocol):

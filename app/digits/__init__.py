@@ -1,0 +1,1 @@
+"""Upload bytes -> MNIST-style 28x28 digits: decoding and the preprocessing steps."""

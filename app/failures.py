@@ -1,0 +1,124 @@
+"""Every way a request can fail, as one table; the errors the service's code raises name a row.
+
+Each row is a kind of failure: its slug, the HTTP status it answers with, a title, when it
+happens, a message (the detail of a failure whose words never vary, and the example the docs
+show), and whether retrying the same request later can succeed. HTTP problem+json
+(app/frontend/problems.py), the model owner's wire codes and any other protocol's errors are
+derived from these rows; the code that raises one names the row, never a status.
+"""
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One row of the table: ``type`` is ``/problems/<slug>``."""
+
+    slug: str
+    status: int
+    title: str
+    when: str
+    message: str
+    retry: bool = False  # retrying the same request later can succeed (Retry-After)
+
+
+class Failure(Enum):
+    """The kinds of failure, in the order the docs list them."""
+
+    BAD_REQUEST = Kind("bad-request", 400, "Bad request", "the request could not be read",
+                       "Bad Request")
+    MALFORMED_MULTIPART = Kind(
+        "malformed-multipart", 400, "Malformed multipart body",
+        "the multipart framing is broken: no boundary, a part without a name, a part header "
+        "over 4 KiB",
+        "malformed multipart body: no boundary in the Content-Type")
+    UNAUTHORIZED = Kind(
+        "unauthorized", 401, "Unauthorized",
+        "API_KEYS is set and the request has no valid `Authorization: Bearer` key (sent with "
+        "`WWW-Authenticate: Bearer`)",
+        "this service needs an API key: send Authorization: Bearer <key>")
+    NOT_FOUND = Kind("not-found", 404, "Not found", "no such path", "Not Found")
+    UNKNOWN_MODEL = Kind(
+        "unknown-model", 404, "Unknown model",
+        "the path names a model the service does not list (the known ones are listed)",
+        "no model named 'resnet'; known models: lenet, mnist_cnn")
+    METHOD_NOT_ALLOWED = Kind("method-not-allowed", 405, "Method not allowed",
+                              "the path exists but not for this method", "Method Not Allowed")
+    REQUEST_TIMEOUT = Kind(
+        "request-timeout", 408, "Request timeout",
+        "the request body stopped arriving for BODY_TIMEOUT_S seconds (the connection is then "
+        "closed)",
+        "the request body stalled: nothing arrived for 15 s (BODY_TIMEOUT_S)")
+    CONTENT_TOO_LARGE = Kind(
+        "content-too-large", 413, "Content too large", "the body is bigger than MAX_UPLOAD_BYTES",
+        "request body exceeds the 20971520-byte limit (MAX_UPLOAD_BYTES)")
+    IMAGE_TOO_LARGE = Kind(
+        "image-too-large", 413, "Image too large",
+        "an image declares more than MAX_IMAGE_PIXELS pixels (read from its header)",
+        "huge.png: image declares 60000x60000 = 3,600,000,000 pixels; the limit is 40,000,000")
+    UNSUPPORTED_MEDIA_TYPE = Kind(
+        "unsupported-media-type", 415, "Unsupported media type",
+        "the body is neither multipart/form-data nor one image",
+        "unsupported content type 'text/plain': send multipart/form-data with parts named "
+        "'files', or one image as image/* (or application/octet-stream)")
+    INVALID_REQUEST = Kind("invalid-request", 422, "Invalid request",
+                           "a query parameter is out of range",
+                           "query.top_k: Input should be less than or equal to 10")
+    NO_FILES = Kind("no-files", 422, "No files", "no part named 'files', or an empty image body",
+                    "no files: send one or more parts named 'files' (got parts named 'image')")
+    TOO_MANY_FILES = Kind("too-many-files", 422, "Too many files", "more files than MAX_FILES",
+                          "too many files: at most 256 per request (MAX_FILES)")
+    INVALID_IMAGE = Kind(
+        "invalid-image", 422, "Invalid image",
+        "an image is undecodable, in a format not allowed, or blank; a request answers 422 only "
+        "when none of its images could be used",
+        "notes.png: not a recognised image (allowed formats: BMP, GIF, JPEG, PNG, TIFF, WEBP)")
+    INFERENCE_FAILED = Kind(
+        "inference-failed", 500, "Inference failed",
+        "the model raised on the batch that held these images (the log has why)",
+        "inference failed for this batch (the log has why)")
+    INTERNAL_ERROR = Kind("internal-error", 500, "Internal error",
+                          "anything else that went wrong (the log has why)",
+                          "internal error; the service is still running")
+    MODEL_NOT_LOADED = Kind(
+        "model-not-loaded", 503, "Model not loaded",
+        "the model has no usable checkpoint or could not start (the detail says how to fix it); "
+        "retrying does not help until someone does",
+        "model 'vgg16' is not loaded: no checkpoint vgg16.safetensors in WEIGHTS_DIR; make it "
+        "with: python -m models.train --model vgg16 --data-dir ../shared/data")
+    QUEUE_FULL = Kind("queue-full", 503, "Queue full", "the model's queue holds MAX_QUEUE images",
+                      "lenet queue is full (2040 of 2048 images waiting)", retry=True)
+    SHUTTING_DOWN = Kind("shutting-down", 503, "Shutting down",
+                         "the service is stopping (another replica can answer)",
+                         "the service is shutting down", retry=True)
+    INFERENCE_TIMEOUT = Kind("inference-timeout", 504, "Inference timeout",
+                             "no answer within REQUEST_TIMEOUT_S",
+                             "no answer from lenet within 30 s")  # fmt: skip
+
+    @property
+    def kind(self) -> Kind:
+        """The row."""
+        return self.value
+
+    def error(self, detail: str | None = None, **extra: Any) -> "ServiceError":
+        """This failure for one request: ``detail`` says what happened (default: the message),
+        ``extra`` adds members to the problem object."""
+        return ServiceError(self, self.kind.message if detail is None else detail, **extra)
+
+
+BY_SLUG = {f.kind.slug: f for f in Failure}
+
+
+class ServiceError(Exception):
+    """A request the service refuses or cannot finish, and which row of the table says why."""
+
+    def __init__(self, failure: Failure, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.failure, self.detail, self.extra = failure, detail, extra
+
+
+def queue_full(name: str, queued: int, limit: int) -> ServiceError:
+    """The 503 for images that would not fit ``name``'s queue."""
+    return Failure.QUEUE_FULL.error(f"{name} queue is full ({queued} of {limit} images waiting)")
