@@ -78,6 +78,7 @@ def test_two_uploaded_files_and_the_digits_the_model_saw(
 def test_a_model_that_is_not_loaded_shows_why(browser: Browser, server: Server) -> None:
     watched = open_page(browser, server)
     page = watched.page
+    page.click("#unavailable summary")  # one line that opens to the reasons
     assert "vgg16: missing: no checkpoint" in page.locator("#unavailable").inner_text()
     page.select_option("#model", "vgg16")
     error = page.locator("#error")

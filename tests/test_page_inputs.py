@@ -1,5 +1,6 @@
 """The page's last input in a real browser: what runs again when the model or compare mode
-changes, choosing the same files twice, late answers to an older input.
+changes, choosing the same files twice, late answers to an older input, and the one line on the
+models that are not loaded.
 
 The service lists every registered model; only lenet and mnist_cnn have committed checkpoints,
 so AlexNet and the four VGGs are listed as not loaded, as on a fresh clone without a GPU.
@@ -14,11 +15,12 @@ from playwright.sync_api import Browser, Page, Request, Route
 
 from models.data import MnistSplit
 from models.registry import list_models
-from tests.browser import launch, wait_until
+from tests.browser import ARTIFACTS, launch, wait_until
 from tests.helpers import png
 from tests.page_driver import draw, open_page, settled
 from tests.server import GRACEFUL, Server, start_service, stop_server
 
+UNLOADED = ["alexnet", "vgg11", "vgg13", "vgg16", "vgg19"]
 RESULTS = "document.querySelector('#results').dataset"
 
 
@@ -202,5 +204,33 @@ def test_a_late_answer_to_files_does_not_replace_the_drawing(
     assert page.locator("#results .card h2").all_inner_texts() == ["mnist_cnn: drawing.png"]
     release(page, held)
     assert page.locator("#results .card h2").all_inner_texts() == ["mnist_cnn: drawing.png"]
+    watched.expect_clean()
+    page.close()
+
+
+def test_the_models_that_are_not_loaded_take_one_line(browser: Browser, server: Server) -> None:
+    watched = open_page(browser, server, 390)
+    page = watched.page
+    box = page.locator("#unavailable")
+    summary = box.locator("summary")
+    assert summary.inner_text() == "5 not loaded: AlexNet, VGG need a GPU to train"
+    closed = box.bounding_box()
+    canvas = page.locator("#canvas").bounding_box()
+    assert closed is not None and canvas is not None
+    assert closed["height"] < 30, closed  # one line, closed
+    assert canvas["y"] < 300, canvas  # the canvas is near the top of a phone's screen
+    for name in UNLOADED:  # the reasons are there, folded
+        assert page.get_by_text(f"{name}: missing:").is_hidden()
+    summary.focus()
+    page.keyboard.press("Enter")  # opens by keyboard too
+    reasons = box.locator("li").all_inner_texts()
+    assert [r.split(":", 1)[0] for r in reasons] == UNLOADED
+    for name, reason in zip(UNLOADED, reasons, strict=True):
+        assert reason.startswith(f"{name}: missing: no checkpoint {name}.safetensors"), reason
+        assert f"make it with: python -m models.train --model {name}" in reason
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-390-not-loaded.png"), full_page=True)
+    page.select_option("#model", "vgg19")  # picking one still says why it is not loaded
+    assert "vgg19 is not loaded: no checkpoint vgg19.safetensors" in page.inner_text("#error")
     watched.expect_clean()
     page.close()

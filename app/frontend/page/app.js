@@ -2,7 +2,7 @@
 
 import { apiKey, listModels, predict } from "./api.js";
 import { Pad } from "./draw.js";
-import { card } from "./render.js";
+import { card, notLoaded } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
 const select = $("model");
@@ -184,14 +184,11 @@ async function loadModels() {
     ),
   );
   if (loaded.length) select.value = loaded.includes("mnist_cnn") ? "mnist_cnn" : loaded[0];
-  $("unavailable").replaceChildren(
-    ...models
-      .filter((m) => !m.loaded)
-      .map((m) => Object.assign(document.createElement("li"), {
-        textContent: `${m.name}: ${m.status}: ${m.reason}`,
-      })),
-  );
-  if (!loaded.length) showError("No model is loaded: see the reasons above.");
+  notLoaded($("unavailable"), models.filter((m) => !m.loaded));
+  if (!loaded.length) {
+    $("unavailable").open = true;
+    showError("No model is loaded: see the reasons above.");
+  }
 }
 
 function start() {
