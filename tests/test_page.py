@@ -1,7 +1,6 @@
 """The page at / in a real browser: draw digits with the mouse, upload files, pick models.
 
-Digits are drawn by moving the mouse along strokes traced from MNIST test digits (their
-skeletons, scaled up to the canvas), the way a person draws. Screenshots at each width are
+Digits are drawn as a person draws them (tests/page_driver.py). Screenshots at each width are
 written to test-artifacts/.
 """
 
@@ -13,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser
 
 from models.data import MnistSplit
-from tests.browser import ARTIFACTS, Watched, launch, wait_until
+from tests.browser import ARTIFACTS, launch
 from tests.helpers import png
+from tests.page_driver import draw, open_page, settled
 from tests.server import GRACEFUL, Server, start_service, stop_server
-from tests.strokes import polylines
 
 DRAWINGS_PER_CLASS = 2
 
@@ -34,40 +33,6 @@ def server() -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     yield from launch()
-
-
-def open_page(browser: Browser, server: Server, width: int = 1280) -> Watched:
-    page = browser.new_page(viewport={"width": width, "height": 900})
-    watched = Watched(page)
-    page.goto(f"{server.url}/")
-    wait_until(page, "document.querySelector('#model').options.length > 0")
-    return watched
-
-
-def settled(page: Page) -> str | None:
-    """Wait until what the results show answers the drawing now on the canvas."""
-    wait_until(
-        page,
-        "document.querySelector('#results').dataset.version"
-        " === document.querySelector('#canvas').dataset.version",
-    )
-    first = page.locator("#results .card").first
-    return first.get_attribute("data-label") if first.count() else None
-
-
-def draw(page: Page, digit: np.ndarray) -> None:
-    """Trace ``digit`` (28x28) on the canvas with the mouse, stroke by stroke."""
-    page.click("#clear")
-    box = page.locator("#canvas").bounding_box()
-    assert box is not None
-    scale = box["width"] / 28
-    for stroke in polylines(digit):
-        points = [(box["x"] + (x + 0.5) * scale, box["y"] + (y + 0.5) * scale) for x, y in stroke]
-        page.mouse.move(*points[0])
-        page.mouse.down()
-        for point in points[1:]:
-            page.mouse.move(*point, steps=2)
-        page.mouse.up()
 
 
 def test_drawn_digits_are_recognised(
@@ -113,6 +78,7 @@ def test_two_uploaded_files_and_the_digits_the_model_saw(
 def test_a_model_that_is_not_loaded_shows_why(browser: Browser, server: Server) -> None:
     watched = open_page(browser, server)
     page = watched.page
+    page.click("#unavailable summary")  # one line that opens to the reasons
     assert "vgg16: missing: no checkpoint" in page.locator("#unavailable").inner_text()
     page.select_option("#model", "vgg16")
     error = page.locator("#error")

@@ -2,7 +2,7 @@
 
 import { apiKey, listModels, predict } from "./api.js";
 import { Pad } from "./draw.js";
-import { card } from "./render.js";
+import { card, notLoaded } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
 const select = $("model");
@@ -31,10 +31,30 @@ $("auth").addEventListener("submit", (e) => {
   start();
 });
 
+// The last input is what runs again when the model or compare mode changes: the drawing
+// (files: null) or the files last chosen or dropped. Each input, and each re-run of it, gets a
+// new number; an answer is shown only while its number is the newest (a late answer to an
+// older input is dropped). results.dataset.input says which number the results answer,
+// results.dataset.latest the newest, results.dataset.version which drawing (files: none).
+let input = { number: 0, files: null };
+results.dataset.latest = input.number;
+
+function newInput(files) {
+  input = { number: input.number + 1, files };
+  results.dataset.latest = input.number;
+}
+
+function answered(number, version) {
+  results.dataset.input = number;
+  if (version === null) delete results.dataset.version;
+  else results.dataset.version = version; // what is shown answers this drawing
+}
+
 // Each result replaces the last, model by model in compare mode.
-async function classify(files) {
+async function classify(number, files, version = null) {
   const models = $("compare").checked ? loaded : [select.value];
   const answers = await Promise.allSettled(models.map((m) => predict(m, files)));
+  if (number !== input.number) return; // a newer input came meanwhile: this answer is stale
   const cards = [];
   const problems = [];
   answers.forEach((a, i) => {
@@ -45,9 +65,16 @@ async function classify(files) {
     }
   });
   results.replaceChildren(...cards);
+  answered(number, version);
   const denied = problems.find(([, reason]) => reason.needsKey);
   if (denied) askForKey(denied[1].problem);
   else showError(problems.map(([model, reason]) => `${model}: ${reason.message}`).join("\n"));
+}
+
+function failed(number, version, e) {
+  if (number !== input.number) return;
+  showError(e.message);
+  answered(number, version);
 }
 
 // Live prediction: at most one request in flight; a newer drawing waits for it, then goes.
@@ -56,24 +83,25 @@ let pending = false;
 let timer = null;
 
 async function sendDrawing() {
+  if (input.files) return; // files came since: they are the last input now
   if (inFlight) {
     pending = true;
     return;
   }
+  const { number } = input;
   const version = pad.version;
   if (pad.empty) {
     results.replaceChildren();
     showError("");
-    results.dataset.version = version;
+    answered(number, version);
     return;
   }
   inFlight = true;
   try {
-    await classify([["drawing.png", await pad.png()]]);
+    await classify(number, [["drawing.png", await pad.png()]], version);
   } catch (e) {
-    showError(e.message);
+    failed(number, version, e);
   } finally {
-    results.dataset.version = version; // what is shown answers this drawing
     inFlight = false;
     if (pending) {
       pending = false;
@@ -83,31 +111,51 @@ async function sendDrawing() {
 }
 
 function drawingChanged(strokeEnded) {
+  if (input.files) newInput(null); // the drawing is the last input again
   if (!loaded.length || (!strokeEnded && !$("live").checked)) return;
   clearTimeout(timer);
   timer = setTimeout(sendDrawing, strokeEnded ? 0 : 250);
 }
 
-const pad = new Pad($("canvas"), drawingChanged);
-$("undo").addEventListener("click", () => pad.undo());
-$("clear").addEventListener("click", () => pad.clear());
-$("compare").addEventListener("change", () => drawingChanged(true));
-select.addEventListener("change", () => {
-  const reason = reasons[select.value];
-  showError(reason ? `${select.value} is not loaded: ${reason}` : "");
-  if (!reason) drawingChanged(true);
-});
-
-async function sendFiles(fileList) {
-  if (!fileList.length || !loaded.length) return;
+async function sendFiles() {
+  const { number, files } = input;
+  if (!loaded.length) return;
   try {
-    await classify([...fileList].map((f) => [f.name, f]));
+    await classify(number, files);
   } catch (e) {
-    showError(e.message);
+    failed(number, null, e);
   }
 }
 
-$("files").addEventListener("change", (e) => sendFiles(e.target.files));
+function chooseFiles(fileList) {
+  if (!fileList.length) return;
+  newInput([...fileList].map((f) => [f.name, f]));
+  sendFiles();
+}
+
+// The model or compare mode changed: run the last input again, and drop answers still coming
+// for the old choice.
+function rerun() {
+  newInput(input.files);
+  if (input.files) sendFiles();
+  else drawingChanged(true);
+}
+
+const pad = new Pad($("canvas"), drawingChanged);
+$("undo").addEventListener("click", () => pad.undo());
+$("clear").addEventListener("click", () => pad.clear());
+$("compare").addEventListener("change", rerun);
+select.addEventListener("change", () => {
+  const reason = reasons[select.value];
+  showError(reason ? `${select.value} is not loaded: ${reason}` : "");
+  if (reason) newInput(input.files);
+  else rerun();
+});
+
+$("files").addEventListener("change", (e) => {
+  chooseFiles(e.target.files);
+  e.target.value = ""; // so that choosing the same files again is a change, and runs them again
+});
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => {
   e.preventDefault();
@@ -117,7 +165,7 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => {
   e.preventDefault();
   drop.classList.remove("over");
-  sendFiles(e.dataTransfer.files);
+  chooseFiles(e.dataTransfer.files);
 });
 drop.addEventListener("keydown", (e) => {
   if (e.key === "Enter" || e.key === " ") $("files").click();
@@ -136,14 +184,11 @@ async function loadModels() {
     ),
   );
   if (loaded.length) select.value = loaded.includes("mnist_cnn") ? "mnist_cnn" : loaded[0];
-  $("unavailable").replaceChildren(
-    ...models
-      .filter((m) => !m.loaded)
-      .map((m) => Object.assign(document.createElement("li"), {
-        textContent: `${m.name}: ${m.status}: ${m.reason}`,
-      })),
-  );
-  if (!loaded.length) showError("No model is loaded: see the reasons above.");
+  notLoaded($("unavailable"), models.filter((m) => !m.loaded));
+  if (!loaded.length) {
+    $("unavailable").open = true;
+    showError("No model is loaded: see the reasons above.");
+  }
 }
 
 function start() {

@@ -45,12 +45,15 @@ export class Pad {
     this.changed(true);
   }
 
+  // Undo and clear change nothing on an empty page (so they leave files' results alone).
   undo() {
+    if (this.empty) return;
     this.strokes.pop();
     this.changed(true);
   }
 
   clear() {
+    if (this.empty) return;
     this.strokes = [];
     this.changed(true);
   }

@@ -1,4 +1,5 @@
-// Result cards: per image, the label, the top-k bars, the latency and the digit the model saw.
+// What the page renders: result cards (per image, the label, the top-k bars, the latency and
+// the digit the model saw) and the one line on the models that are not loaded.
 
 function el(tag, props = {}, ...children) {
   const node = Object.assign(document.createElement(tag), props);
@@ -40,4 +41,27 @@ export function card(model, prediction, ms) {
   const result = el("article", { className: "card" }, title, meta, top, bars(prediction.top_k));
   result.dataset.label = prediction.label;
   return result;
+}
+
+// The zoo's big nets take 224x224 inputs; their checkpoints are trained where a GPU is at hand.
+const FAMILY = { alexnet: "AlexNet", vgg: "VGG" };
+
+function needGpu(models) {
+  const big = models.filter((m) => m.input.height >= 224 && m.input.width >= 224);
+  const names = [...new Set(big.map((m) => m.name.replace(/\d+$/, "")))];
+  return names.map((f) => FAMILY[f] || f);
+}
+
+// models: those of GET /models that are not loaded. One short line (a phone's width) that opens
+// to each one's reason.
+export function notLoaded(box, models) {
+  const n = models.length;
+  const gpu = needGpu(models);
+  box.hidden = !n;
+  box.querySelector("summary").textContent = gpu.length
+    ? `${n} not loaded: ${gpu.join(", ")} need${gpu.length > 1 ? "" : "s"} a GPU to train`
+    : `${n} model${n === 1 ? "" : "s"} not loaded \u2014 why?`;
+  box.querySelector("ul").replaceChildren(
+    ...models.map((m) => el("li", { textContent: `${m.name}: ${m.status}: ${m.reason}` })),
+  );
 }
