@@ -1,6 +1,8 @@
 """benchmarks.photos: seeded phone photos of handwritten digits, their geometry, the control."""
 
+import json
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import torch
 from PIL import Image, ImageOps
 from scipy import ndimage
 
-from benchmarks import photos
+from benchmarks import photos, robustness
 from models.checkpoint import load_checkpoint
 from models.data import MnistSplit
 from tests.helpers import WEIGHTS
@@ -223,3 +225,30 @@ def test_the_conditions_are_what_they_say(shots: dict[str, list[photos.Shot]]) -
     dim, lit = shots["dim"], shots["plain"]
     assert max(np.median(grey(s)) for s in dim) < min(np.median(grey(s)) for s in lit)
     assert min(noise(s) for s in dim) > max(noise(s) for s in lit)
+
+
+def test_the_benchmark_runs_only_the_photo_suites(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "photos.json"
+    args = ["--data-dir", str(data_dir), "--models", "lenet", "--only", "photos", "--photos", "3"]
+    assert robustness.main([*args, "--json", str(out)]) == 0
+    suites = json.loads(out.read_text())["models"]["lenet"]
+    expected = {f"photos/{c}" for c in photos.CONDITIONS}
+    expected |= {"photos/mean", "photos/strokes_as_mnist"}
+    if photos.handwriting_fonts():
+        expected.add("photos/fonts")
+    assert set(suites) == expected
+    assert suites["photos/plain"]["images"] == 3 and suites["photos/mean"]["images"] == 36
+    means = [suites[f"photos/{c}"]["accuracy"] for c in photos.CONDITIONS]
+    assert suites["photos/mean"]["accuracy"] == pytest.approx(np.mean(means))
+    assert "photos/mean" in capsys.readouterr().out
+
+
+def test_a_machine_without_handwriting_fonts_says_it_skips_them(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(photos, "handwriting_fonts", lambda: ())
+    args = ["--data-dir", str(data_dir), "--models", "lenet", "--only", "photos/fonts"]
+    assert robustness.main(args) == 0
+    assert "photos/fonts: skipped" in capsys.readouterr().out
