@@ -242,6 +242,10 @@ def ink(coverage: np.ndarray, pen: Pen, rng: np.random.Generator) -> np.ndarray:
     if pen.kind == "pencil":
         grain = cv2.GaussianBlur(normal(rng, coverage.shape), (0, 0), 0.7)
         amount = np.clip(0.7 + 0.55 * grain + 0.15 * pressure, 0.0, 1.0)
+        # Graphite catches on the paper's tooth unevenly: ragged edges, lighter patches.
+        blotchy = cv2.GaussianBlur(normal(rng, coverage.shape), (0, 0), max(1.0, pen.width / 3))
+        patches = blotchy / (float(blotchy.std()) + 1e-6)
+        coverage = np.clip(coverage * (1.15 + 0.35 * patches) - 0.15, 0.0, 1.0)
     elif pen.kind == "marker":
         coverage = cv2.GaussianBlur(coverage, (0, 0), 0.6)
         amount = np.clip(1 + 0.03 * pressure, 0.0, 1.0)

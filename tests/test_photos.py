@@ -68,11 +68,11 @@ def test_every_condition_makes_phone_sized_jpegs(shots: dict[str, list[photos.Sh
 
 
 def test_some_photos_are_stored_sideways_with_an_exif_orientation(digits: np.ndarray) -> None:
-    many = np.concatenate([digits] * 10)  # 40 photos: ~6 with an orientation (15%)
-    stored = photos.shots("plain", many, seed=1)
-    plain = photos.shots("plain", many, seed=1, exif=False)
+    many = np.concatenate([digits] * 6)  # 24 photos: ~4 with an orientation (15%)
+    stored = photos.shots("plain", many, seed=2)
+    plain = photos.shots("plain", many, seed=2, exif=False)
     turned = [i for i, s in enumerate(stored) if s.orientation != 1]
-    assert 2 <= len(turned) <= 14
+    assert 2 <= len(turned) <= 12
     assert {stored[i].orientation for i in turned} <= set(range(2, 9))
     assert {6, 8} & {stored[i].orientation for i in turned}  # phones' usual quarter turns
     for i in turned:
