@@ -79,7 +79,7 @@ def _draws_digits(font: ImageFont.FreeTypeFont) -> bool:
 
 def _glyph(font: ImageFont.FreeTypeFont, text: str) -> Image.Image:
     left, top, right, bottom = font.getbbox(text)
-    img = Image.new("L", (right - left + 8, bottom - top + 8), 0)
+    img = Image.new("L", (int(right - left) + 8, int(bottom - top) + 8), 0)
     ImageDraw.Draw(img).text((4 - left, 4 - top), text, fill=255, font=font)
     return img
 

@@ -9,7 +9,14 @@ counts as wrong. Suites:
 - mnist_c/<name>: MNIST-C's 15 corruptions (benchmarks/mnist_c.py) of the same digits, seeded;
 - fonts, fonts_handwriting: digits rendered from this machine's fonts with pen-like distortions
   (benchmarks/fonts.py); the second row counts the handwriting-like fonts only;
-- styles/<name>: the test digits uploaded in ways MNIST never was (benchmarks/styles.py).
+- styles/<name>: the test digits uploaded in ways MNIST never was (benchmarks/styles.py);
+- photos/<condition>: the first --photos test digits (1000 unless --limit is smaller) redrawn
+  with a pen and photographed with a phone on paper in each of benchmarks/photos.py's
+  conditions (plain, ruled, squared, ..., dim), JPEG with EXIF orientation where phones set it;
+  photos/mean averages them. photos/strokes_as_mnist is the control: the same pen strokes framed
+  as MNIST digits (what is lost to the strokes themselves rather than to the photo);
+  photos/fonts: handwriting-font digits photographed in every condition, as many as one
+  condition's photos (skipped, and said so, where no handwriting-like font is installed).
 
 It prints a markdown table, suites down and models across, and writes JSON. With --baseline (a
 JSON written by an earlier run, e.g. at the commit before a change) each model gets a "before"
@@ -31,6 +38,7 @@ from app.digits.pipeline import to_digits
 from app.digits.preprocess import ImageLimits
 from benchmarks import fonts as font_suite
 from benchmarks import mnist_c, styles
+from benchmarks import photos as photo_suite
 from models.checkpoint import load_checkpoint
 from models.data import load_mnist
 from models.weights import checkpoint_path
@@ -54,12 +62,47 @@ def preprocess(files: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
 Suite = tuple[np.ndarray, np.ndarray, np.ndarray]  # digits, refused, labels
 
 
+def _font_photos(count: int, seed: int) -> tuple[list[bytes], np.ndarray]:
+    """About ``count`` handwriting-font photos, spread evenly over the photo conditions."""
+    each = -(-count // len(photo_suite.CONDITIONS))
+    files: list[bytes] = []
+    labels = []
+    for condition in photo_suite.CONDITIONS:
+        f, y = photo_suite.font_photos(condition, each, seed)
+        files += f
+        labels.append(y)
+    return files, np.concatenate(labels)
+
+
+def _photo_makers(
+    images: np.ndarray, labels: np.ndarray, seed: int
+) -> dict[str, Callable[[], tuple[list[bytes], np.ndarray]]]:
+    """The photo suites: one per condition, and the control."""
+
+    def photographed(condition: str) -> Callable[[], tuple[list[bytes], np.ndarray]]:
+        return lambda: (photo_suite.render(condition, images, seed), labels)
+
+    makers = {f"photos/{name}": photographed(name) for name in photo_suite.CONDITIONS}
+    makers["photos/strokes_as_mnist"] = lambda: (
+        photo_suite.strokes_as_mnist(images, seed),
+        labels,
+    )
+    return makers
+
+
 def build_suites(
-    data_dir: Path, limit: int | None, font_renderings: int, seed: int, only: str | None
+    data_dir: Path,
+    limit: int | None,
+    font_renderings: int,
+    seed: int,
+    only: str | None,
+    photos: int = 1000,
 ) -> dict[str, Suite]:
     """Every suite's preprocessed digits, refusals and labels (shared by all models)."""
-    test = load_mnist(data_dir, train=False, download=False).head(limit)
+    everything = load_mnist(data_dir, train=False, download=False)
+    test = everything.head(limit)
     images, labels = test.images[:, 0].numpy(), test.labels.numpy()
+    shot = everything.head(min(photos, limit or photos))
     makers: dict[str, Callable[[], tuple[list[bytes], np.ndarray]]] = {
         "mnist": lambda: ([styles.png_file(d) for d in images], labels)
     }
@@ -70,6 +113,15 @@ def build_suites(
         )
     for name in styles.STYLES:
         makers[f"styles/{name}"] = lambda n=name: (styles.render(n, images, seed), labels)
+    makers.update(_photo_makers(shot.images[:, 0].numpy(), shot.labels.numpy(), seed))
+    if not only or "photos/fonts".startswith(only):
+        if photo_suite.handwriting_fonts():
+            makers["photos/fonts"] = lambda: _font_photos(len(shot), seed)
+        else:
+            print("  photos/fonts: skipped, no handwriting-like font installed (Debian:")
+            print(
+                "    fonts-humor-sans, fonts-dkg-handwriting, fonts-comic-neue, fonts-urw-base35)"
+            )
     suites: dict[str, Suite] = {}
     for name, make in makers.items():
         if only and not name.startswith(only):
@@ -113,6 +165,13 @@ def accuracy(model_path: Path, suites: dict[str, Suite]) -> dict[str, dict[str, 
             "accuracy": statistics.fmean(corruptions),
             "refused": sum(results[k]["refused"] for k in results if k.startswith("mnist_c/")),
             "images": sum(results[k]["images"] for k in results if k.startswith("mnist_c/")),
+        }
+    conditions = [f"photos/{c}" for c in photo_suite.CONDITIONS]
+    if all(k in results for k in conditions):
+        results["photos/mean"] = {
+            "accuracy": statistics.fmean(results[k]["accuracy"] for k in conditions),
+            "refused": sum(results[k]["refused"] for k in conditions),
+            "images": sum(results[k]["images"] for k in conditions),
         }
     return results
 
@@ -158,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--limit", type=int, help="MNIST test digits per suite (default: all 10,000)")
     p.add_argument("--font-renderings", type=int, default=10, help="per font and digit")
+    p.add_argument(
+        "--photos",
+        type=int,
+        default=1000,
+        help="test digits per photo condition (default 1000, at most --limit)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", help="only the suites whose name starts with this")
     p.add_argument("--baseline", type=Path, help="an earlier run's JSON, shown as 'before'")
@@ -165,12 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print("building suites (each through the service's preprocessing):", flush=True)
-    suites = build_suites(args.data_dir, args.limit, args.font_renderings, args.seed, args.only)
+    suites = build_suites(
+        args.data_dir, args.limit, args.font_renderings, args.seed, args.only, args.photos
+    )
     baseline = json.loads(args.baseline.read_text()) if args.baseline else None
     report: dict[str, object] = {
         "seed": args.seed,
         "limit": args.limit,
         "font_renderings": args.font_renderings,
+        "photos": args.photos,
         "models": {},
     }
     for model in args.models.split(","):
