@@ -165,8 +165,12 @@ def note(ink: Box, mm: float, rng: np.random.Generator) -> Box:
     """A sticky note (51, 76 or 100 mm square) around the digit, at least 3 mm clear of it."""
     side = float(rng.choice([51.0, 76.0, 76.0, 76.0, 100.0])) * mm
     side = max(side, ink[2] - ink[0] + 6 * mm, ink[3] - ink[1] + 6 * mm)
-    x0 = rng.uniform(ink[2] + 3 * mm - side, ink[0] - 3 * mm)
-    y0 = rng.uniform(ink[3] + 3 * mm - side, ink[1] - 3 * mm)
+    # The room left in each direction is never negative (a note just big enough leaves none,
+    # which rounding could otherwise make a hair below zero).
+    room_x = max(0.0, side - (ink[2] - ink[0]) - 6 * mm)
+    room_y = max(0.0, side - (ink[3] - ink[1]) - 6 * mm)
+    x0 = ink[2] + 3 * mm - side + rng.uniform(0, room_x)
+    y0 = ink[3] + 3 * mm - side + rng.uniform(0, room_y)
     return x0, y0, x0 + side, y0 + side
 
 

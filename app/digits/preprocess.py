@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.config import Settings
+from app.digits.page import PAGE_SIDE, page_ink
 from app.failures import Failure
 from models.framing import BOX, COM_TARGET, FRAME, FULL_SCALE, TIGHT
 
@@ -36,6 +37,7 @@ IMPULSE_SHARE, IMPULSE_MIN = 0.01, 8
 # A small image's paper wanders (fog, shadow) when the border's values spread this many times
 # more than neighbouring border pixels differ; then a grey opening stands in for the paper.
 WANDER = 3.0
+PHOTO_MIN_SIDE = 200  # frames this big are photos or pages (app/digits/page.py), not crops
 TOO_LARGE = Failure.IMAGE_TOO_LARGE
 _ORIENTATION = 0x0112  # EXIF tag
 _INDEX = np.arange(FRAME, dtype=np.float64)
@@ -103,6 +105,11 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     if fmt not in limits.allowed_formats:
         raise ImageRejected(f"format {fmt} not allowed (allowed formats: {allowed})")
     check_pixels(*img.size, limits)
+    if fmt == "JPEG" and min(img.size) >= 2 * PAGE_SIDE:
+        # A photo: the decoder scales by 1/2 to 1/8 as it decodes, luminance only, for almost
+        # nothing (app/digits/page.py reads pages at PAGE_SIDE anyway).
+        f = PAGE_SIDE / min(img.size)
+        img.draft("L", (math.ceil(img.width * f), math.ceil(img.height * f)))
     try:
         img.load()  # multi-frame files (GIF, WebP, TIFF) open positioned on frame 0
     except Exception as exc:  # truncated / corrupt data surfaces as OSError, SyntaxError, ...
@@ -116,8 +123,9 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
 
 
 def _shrink(img: Image.Image) -> Image.Image:
-    """Box-average huge images down to WORK_MAX_SIDE (averaging keeps thin strokes, faintly)."""
-    factor = math.ceil(max(img.size) / WORK_MAX_SIDE)
+    """Box-average huge images down to WORK_MAX_SIDE (averaging keeps thin strokes, faintly),
+    never a page below the size it is read at (PAGE_SIDE)."""
+    factor = min(math.ceil(max(img.size) / WORK_MAX_SIDE), max(1, min(img.size) // PAGE_SIDE))
     return img.reduce(factor) if factor > 1 else img
 
 
@@ -463,8 +471,26 @@ def _centre(digit: np.ndarray) -> np.ndarray:
 
 
 def digit_from_gray(gray: np.ndarray) -> np.ndarray:
-    """Luminance (float32 in [0, 1]) -> float32 28x28 digit, white ink on black, MNIST-style."""
-    return _centre(_fit_box(*_crop(_ink(gray))))
+    """Luminance (float32 in [0, 1]) -> float32 28x28 digit, white ink on black, MNIST-style.
+
+    A frame at least PHOTO_MIN_SIDE on its shorter side is a photo or a page, read by
+    app/digits/page.py; smaller images are crops of a digit, read by the steps here, and a
+    crop in which they find no digit is read as a page too (a small photo)."""
+    if min(gray.shape) >= PHOTO_MIN_SIDE:
+        return _centre(_fit_box(*_crop(_page(gray))))
+    try:
+        return _centre(_fit_box(*_crop(_ink(gray))))
+    except ImageRejected:
+        if min(gray.shape) < PLANE_MIN_SIDE:
+            raise
+        return _centre(_fit_box(*_crop(_page(gray))))
+
+
+def _page(gray: np.ndarray) -> np.ndarray:
+    ink = page_ink(gray)
+    if ink is None:
+        raise _blank()
+    return ink
 
 
 def to_mnist_digit(img: Image.Image) -> np.ndarray:

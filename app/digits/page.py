@@ -1,0 +1,326 @@
+"""A page or a photo of one -> the digit's ink: lighting, threshold, lines and edges, components.
+
+Images at least PAGE_MIN_SIDE on their shorter side are pages (a photo, a scan, a canvas), not
+digit crops. Each step is a named function on one luminance image (float32 in [0, 1]):
+
+1. polarity: is the ink darker than the page (paper) or lighter (a canvas, a blackboard)?
+2. lighting: the page's own brightness everywhere (a grey closing: strokes are thinner than its
+   square, shadows and gradients wider), divided out, so a shadow or a lighting gradient is page.
+3. threshold: ink is what stands out from the flattened page by more than its noise (texture,
+   grain, JPEG), with hysteresis, so faint pencil joins the strokes it belongs to.
+4. lines: ruled, squared or graph paper's lines and long straight edges (a page's edge, a
+   rotated frame's corner) are found as long straight runs and taken out, except where a stroke
+   of the digit crosses or runs darker than them.
+5. components: the digit is the group of ink components around the biggest one that is not a
+   line, a speck or something cut off at the frame's edge (a page's edge, a table, a shadow).
+6. strokes: the digit's ink, its pen width brought into MNIST's range (thin ballpoint grown,
+   thick marker thinned), as a soft ink map that app/digits/preprocess.py frames like MNIST.
+"""
+
+import math
+
+import cv2
+import numpy as np
+
+PAGE_MIN_SIDE = 64
+PAGE_SIDE = 300  # pages are read at this size (shorter side)
+# The page's brightness is estimated at this working size (shorter side), with a square this
+# share of it: wider than a marker stroke, narrower than a shadow.
+LIGHT_SIDE = 160
+LIGHT_SQUARE = 1 / 6
+THIN_SQUARE = 1 / 24
+SAMPLE = 16384  # pixels a quantile of the whole image is taken from
+NOISE_K = 4.0  # ink stands out from the flattened page by this many robust sigmas
+MIN_INK = 0.06  # ... and by at least this much (6% darker than its paper)
+LOW_SHARE, HIGH_SHARE = 0.3, 0.55  # hysteresis: of the ink's own level (its 95th percentile)
+LINE_SHARE = 0.45  # a straight run at least this share of the frame's side is a line, not a stroke
+LINE_WIDTH = 3  # pixels taken out along each line found
+EDGE_GAP = 2  # pixels: a component this close to the frame's edge touches it
+SPECK_SHARE = 0.02  # components under this share of the biggest one's ink are specks
+JOIN = 0.35  # components within this share of the digit's size of its box join it
+PALER = 0.5  # ... unless they are paler than this share of the main one's darkness (a shadow)
+# Pen width / digit size (as preprocess._stroke_width measures it): MNIST's 1st-99th percentile.
+THIN, THICK = 0.08, 0.28
+TARGET = 0.14
+
+
+def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    if r <= 0:
+        return mask
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    return cv2.dilate(mask.astype(np.uint8), k).astype(bool)
+
+
+def _working(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """The image at about LIGHT_SIDE on its shorter side, and the scale to it."""
+    scale = min(1.0, LIGHT_SIDE / min(gray.shape))
+    if scale == 1.0:
+        return gray, 1.0
+    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), scale
+
+
+def _uniform_border(gray: np.ndarray) -> float | None:
+    """The border's level when nearly all of it is one level (a canvas, a clean scan), else
+    None (a photo: lighting, shadows, a table, lines)."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    counts, edges = np.histogram(border, bins=64, range=(0.0, 1.0))
+    level = float(edges[int(counts.argmax())]) + 0.5 / 64
+    return level if float((np.abs(border - level) <= 0.04).mean()) >= 0.9 else None
+
+
+def ink_is_dark(gray: np.ndarray) -> bool:
+    """Polarity. A uniform border is the page, and the ink lies on the side whose 0.1% tail is
+    farther from it. Otherwise (a photo) a light median is paper, which carries dark ink: glare,
+    however bright, is no ink. On a darker median (a dim or mostly shaded photo) the thin
+    structures decide: whichever of the black and the white top-hat over the narrow square
+    (strokes pass it, shadows and lit areas do not) responds more strongly."""
+    small, _ = _working(gray)
+    page = _uniform_border(small)
+    if page is not None:
+        lo, hi = np.quantile(small, (0.001, 0.999))
+        dark, light = page - float(lo), float(hi) - page
+        if abs(dark - light) <= 0.25 * max(dark, light):  # alike (or no ink): the mean leans
+            return float(small.mean()) < page
+        return dark > light
+    if _quantile(_sample(small), 0.5) > 0.5:
+        return True
+    square = _squares(gray)[0]
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (square, square))
+    black = cv2.morphologyEx(small, cv2.MORPH_BLACKHAT, kernel)
+    white = cv2.morphologyEx(small, cv2.MORPH_TOPHAT, kernel)
+    return _quantile(_sample(black), 0.995) >= _quantile(_sample(white), 0.995)
+
+
+def flatten(gray: np.ndarray, square: int) -> np.ndarray:
+    """Dark-on-light luminance -> ink darkness relative to the local page, in [0, 1]: 0 is
+    paper wherever it is lit or shaded, 1 is black ink. The page is a grey closing over a
+    ``square`` (in pixels of the working size): anything narrower is ink.
+
+    A closing keeps a shadow's or a page's edge where it is (max then min over the same square
+    moves a straight step out and back), so the edge leaves no band of false ink; it is taken
+    at full resolution for a narrow square, and at the working size for a wide one, smoothed
+    there (its square's corners would show on a lighting gradient)."""
+    small, scale = _working(gray)
+    full = max(3, round(square / scale)) | 1
+    if scale == 1.0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (full, full))
+        page = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, kernel)
+    else:
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (square, square))
+        page_small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel)
+        page_small = cv2.GaussianBlur(page_small, (0, 0), max(1.0, square / 6))
+        page = cv2.resize(
+            page_small, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR
+        )
+    ink = 1 - gray / np.maximum(page, np.float32(1e-3))
+    return np.clip(ink, 0, 1, out=ink)
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """The pen's width in pixels: four times the mean distance of ink to the page (a stroke
+    of width w has distances 0 to w/2 across it)."""
+    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    return 4 * float(dist[mask].mean())
+
+
+def _sample(a: np.ndarray) -> np.ndarray:
+    """About SAMPLE pixels of ``a``, evenly spread: plenty for its quantiles."""
+    step = max(1, math.ceil(math.sqrt(a.size / SAMPLE)))
+    return a[::step, ::step].ravel()
+
+
+def _quantile(a: np.ndarray, q: float) -> float:
+    """Nearest-rank quantile by partition (np.quantile sorts: ~10x slower)."""
+    k = int(q * (a.size - 1))
+    return float(np.partition(a, k)[k])
+
+
+def _noise_sigma(ink: np.ndarray) -> float:
+    """The flattened page's noise: a robust sigma of the whole image (ink is a small share)."""
+    sample = _sample(ink)
+    med = _quantile(sample, 0.5)
+    return 1.4826 * _quantile(np.abs(sample - med), 0.5)
+
+
+def threshold(ink: np.ndarray) -> np.ndarray | None:
+    """The ink mask: hysteresis between a low and a high threshold set by the ink's own level
+    and the page's noise; None when nothing stands out (a blank page)."""
+    sigma = _noise_sigma(ink)
+    floor = max(NOISE_K * sigma, MIN_INK)
+    # The ink's level: a high percentile of the pixels that stand out, smoothed over 3x3 so a
+    # few noisy pixels cannot set it.
+    smooth = cv2.blur(ink, (3, 3))
+    strong = smooth[smooth > floor]
+    if strong.size < 8:
+        return None
+    level = _quantile(strong, 0.95)
+    high = max(floor, HIGH_SHARE * level)
+    # Glare washes ink out where it falls: the low threshold follows the ink's level nearby
+    # (the strongest ink within a tenth of the frame), so a stroke fading into a bright patch
+    # stays joined to its stronger part.
+    window = max(3, round(min(ink.shape) / 10)) | 1
+    nearby = cv2.dilate(smooth, cv2.getStructuringElement(cv2.MORPH_RECT, (window, window)))
+    low = np.maximum(floor, LOW_SHARE * np.minimum(nearby, level))
+    weak = (smooth > low).astype(np.uint8)
+    n, labels = cv2.connectedComponents(weak, connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(labels[smooth > high])] = True
+    keep[0] = False
+    return keep[labels]
+
+
+def _segments(thin: np.ndarray, span: float) -> np.ndarray:
+    """Straight runs of at least ``span`` pixels among thin structures: N x 4 (x0, y0, x1, y1)."""
+    found = cv2.HoughLinesP(
+        thin.astype(np.uint8) * 255, 1, np.pi / 360, threshold=max(8, int(span * 0.5)),
+        minLineLength=int(span), maxLineGap=max(3, int(span / 16)),
+    )  # fmt: skip
+    return np.zeros((0, 4), np.int32) if found is None else found.reshape(-1, 4)
+
+
+def _lines(segments: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Which segments are paper lines or edges: those spanning most of the frame, and those
+    with parallel company (ruled and squared paper repeat theirs), never a lone shorter one
+    (a 1's or a 7's stroke)."""
+    h, w = shape
+    dx, dy = segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1]
+    length = np.hypot(dx, dy)
+    angle = np.degrees(np.arctan2(dy, dx)) % 180
+    extent = np.where(np.abs(np.sin(np.radians(angle))) < 0.5, w, h)  # along its direction
+    spans = length >= 0.8 * extent
+    # Both ends at the frame's edge: a page's or a shadow's edge cutting across, or a corner.
+    near = EDGE_GAP + 3
+
+    def at_edge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (x <= near) | (y <= near) | (x >= w - 1 - near) | (y >= h - 1 - near)
+
+    spans |= at_edge(segments[:, 0], segments[:, 1]) & at_edge(segments[:, 2], segments[:, 3])
+    diff = np.abs(angle[:, None] - angle[None, :])
+    parallel = (np.minimum(diff, 180 - diff) < 3).sum(1) - 1  # not counting itself
+    return spans | (parallel >= 2)
+
+
+def find_lines(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """The mask's pixels that belong to paper lines or long straight edges, except where the
+    ink runs darker along them than the lines themselves are (a stroke on a line)."""
+    h, w = mask.shape
+    # Lines are thin: look for them only among structures an opening by a 5 px disc removes,
+    # so a thick stroke or a filled blob never yields a "line" through it.
+    opened = cv2.morphologyEx(
+        mask.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    ).astype(bool)
+    thin = mask & ~opened
+    none = np.zeros_like(mask)
+    segments = _segments(thin, LINE_SHARE * min(h, w))
+    if not len(segments):
+        return none
+    segments = segments[_lines(segments, (h, w))]
+    if not len(segments):
+        return none
+    lines = np.zeros((h, w), np.uint8)
+    for x0, y0, x1, y1 in segments:
+        cv2.line(lines, (int(x0), int(y0)), (int(x1), int(y1)), 255, LINE_WIDTH)
+    on_line = (lines > 0) & thin
+    if not on_line.any():
+        return none
+    # A line's own darkness: its typical pixel. Ink clearly darker than that is a stroke.
+    line_level = float(np.median(ink[on_line]))
+    darker = ink > line_level + max(0.15, 0.5 * line_level)
+    return on_line & ~darker
+
+
+def heal(digit: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """Give back the line pixels that bridge the digit's strokes across a removed line."""
+    square = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (LINE_WIDTH + 4, LINE_WIDTH + 4))
+    closed = cv2.morphologyEx(digit.astype(np.uint8), cv2.MORPH_CLOSE, square).astype(bool)
+    return digit | (lines & closed)
+
+
+def digit_mask(mask: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
+    """The digit's components: the one with the most ink (its area times its darkness squared:
+    a pen's stroke outweighs a bigger, paler shadow) that is not cut off at the frame's edge
+    (unless every sizeable one is: a tight crop), and those close enough to it and dark enough
+    to belong."""
+    h, w = mask.shape
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return None
+    x, y, bw, bh, area = (stats[1:, i] for i in range(5))
+    darkness = np.array(
+        [ink[y0 : y0 + hh, x0 : x0 + ww][labels[y0 : y0 + hh, x0 : x0 + ww] == i + 1].mean()
+         for i, (x0, y0, ww, hh) in enumerate(stats[1:, :4])]
+    )  # fmt: skip
+    weight = area * darkness**2
+    touches = (
+        (x <= EDGE_GAP) | (y <= EDGE_GAP) | (x + bw >= w - EDGE_GAP) | (y + bh >= h - EDGE_GAP)
+    )
+    sizeable = weight >= SPECK_SHARE * weight.max()
+    inside = sizeable & ~touches
+    pool = (
+        inside
+        if inside.any() and weight[inside].sum() >= 0.15 * weight[sizeable].sum()
+        else sizeable
+    )
+    main = int(np.argmax(np.where(pool, weight, -1)))
+    pool &= darkness >= PALER * darkness[main]
+    box = [x[main], y[main], x[main] + bw[main], y[main] + bh[main]]
+    chosen = {main}
+    grown = True
+    while grown:
+        grown = False
+        reach = JOIN * max(box[2] - box[0], box[3] - box[1])
+        for i in np.flatnonzero(pool):
+            if i in chosen:
+                continue
+            gap_x = max(box[0] - (x[i] + bw[i]), x[i] - box[2], 0)
+            gap_y = max(box[1] - (y[i] + bh[i]), y[i] - box[3], 0)
+            if max(gap_x, gap_y) <= reach:
+                chosen.add(int(i))
+                box = [min(box[0], x[i]), min(box[1], y[i]),
+                       max(box[2], x[i] + bw[i]), max(box[3], y[i] + bh[i])]  # fmt: skip
+                grown = True
+    keep = np.zeros(n, bool)
+    keep[[i + 1 for i in chosen]] = True
+    return keep[labels]
+
+
+def _squares(gray: np.ndarray) -> tuple[int, int]:
+    """The closing's square, in working-size pixels: a narrow one (wider than a pen, narrower
+    than a finger's shadow), and a wide one for marker strokes."""
+    side = min(_working(gray)[0].shape)
+    return max(3, round(side * THIN_SQUARE)) | 1, max(5, round(side * LIGHT_SQUARE)) | 1
+
+
+def page_ink(gray: np.ndarray) -> np.ndarray | None:
+    """A page's luminance -> the digit's ink (float32, white on black, peak 1) with everything
+    else zeroed; None when no digit stands out."""
+    if min(gray.shape) > PAGE_SIDE:  # a digit 20% of the frame's height keeps 60 px or more
+        f = PAGE_SIDE / min(gray.shape)
+        size = (round(gray.shape[1] * f), round(gray.shape[0] * f))
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    sample = _sample(gray)
+    if _quantile(sample, 0.999) - _quantile(sample, 0.001) < MIN_INK:
+        return None  # one level: nothing stands out
+    dark = gray if ink_is_dark(gray) else 1 - gray
+    scale = _working(gray)[1]
+    narrow, wide = _squares(gray)
+    for square in (narrow, wide):
+        ink = flatten(dark, square)
+        mask = threshold(ink)
+        if mask is None:
+            continue
+        lines = find_lines(mask, ink)
+        digit = digit_mask(mask & ~lines, ink)
+        if digit is None:
+            continue
+        digit = heal(digit, lines)
+        # Strokes not comfortably narrower than the square were taken for page in part (a
+        # marker's): read the page again with the wide square.
+        if square == narrow and stroke_width(digit) * scale > 0.6 * square:
+            continue
+        # The ink's own level inside the digit: strokes come out solid, their edges soft.
+        level = _quantile(ink[digit], 0.9)
+        soft = _dilate(digit, 1)
+        return np.where(soft, np.clip(ink / max(level, 1e-3), 0, 1), 0).astype(np.float32)
+    return None
