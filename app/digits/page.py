@@ -35,9 +35,11 @@ MIN_INK = 0.06  # ... and by at least this much (6% darker than its paper)
 LOW_SHARE, HIGH_SHARE = 0.3, 0.55  # hysteresis: of the ink's own level (its 95th percentile)
 LINE_SHARE = 0.45  # a straight run at least this share of the frame's side is a line, not a stroke
 LINE_WIDTH = 3  # pixels taken out along each line found
+LINE_K = 3.0  # lines are looked for among pixels this many noise sigmas above the page
 EDGE_GAP = 2  # pixels: a component this close to the frame's edge touches it
 SPECK_SHARE = 0.02  # components under this share of the biggest one's ink are specks
 JOIN = 0.35  # components within this share of the digit's size of its box join it
+HOLLOW = 0.5  # enclosed areas less than this far from the ink towards the paper are ink
 PALER = 0.5  # ... unless they are paler than this share of the main one's darkness (a shadow)
 # Pen width / digit size (as preprocess._stroke_width measures it): MNIST's 1st-99th percentile.
 THIN, THICK = 0.08, 0.28
@@ -174,7 +176,7 @@ def _segments(thin: np.ndarray, span: float) -> np.ndarray:
     """Straight runs of at least ``span`` pixels among thin structures: N x 4 (x0, y0, x1, y1)."""
     found = cv2.HoughLinesP(
         thin.astype(np.uint8) * 255, 1, np.pi / 360, threshold=max(8, int(span * 0.5)),
-        minLineLength=int(span), maxLineGap=max(3, int(span / 16)),
+        minLineLength=int(span), maxLineGap=max(3, int(span / 10)),
     )  # fmt: skip
     return np.zeros((0, 4), np.int32) if found is None else found.reshape(-1, 4)
 
@@ -205,12 +207,14 @@ def find_lines(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     """The mask's pixels that belong to paper lines or long straight edges, except where the
     ink runs darker along them than the lines themselves are (a stroke on a line)."""
     h, w = mask.shape
-    # Lines are thin: look for them only among structures an opening by a 5 px disc removes,
-    # so a thick stroke or a filled blob never yields a "line" through it.
+    # Lines are looked for in everything above the page's noise (a faint line breaks into
+    # dashes at the ink's threshold), among thin structures only: those an opening by a 5 px
+    # disc removes, so a thick stroke or a filled blob never yields a "line" through it.
+    faint = ink > max(LINE_K * _noise_sigma(ink), MIN_INK / 2)
     opened = cv2.morphologyEx(
-        mask.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+        faint.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     ).astype(bool)
-    thin = mask & ~opened
+    thin = faint & ~opened
     none = np.zeros_like(mask)
     segments = _segments(thin, LINE_SHARE * min(h, w))
     if not len(segments):
@@ -221,7 +225,7 @@ def find_lines(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     lines = np.zeros((h, w), np.uint8)
     for x0, y0, x1, y1 in segments:
         cv2.line(lines, (int(x0), int(y0)), (int(x1), int(y1)), 255, LINE_WIDTH)
-    on_line = (lines > 0) & thin
+    on_line = (lines > 0) & mask & ~opened
     if not on_line.any():
         return none
     # A line's own darkness: its typical pixel. Ink clearly darker than that is a stroke.
@@ -285,6 +289,19 @@ def digit_mask(mask: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
     return keep[labels]
 
 
+def hollow(digit: np.ndarray, dark: np.ndarray) -> bool:
+    """Whether the digit's strokes are outlines of wider ones (a marker's stroke under a square
+    narrower than it): what they enclose is as dark as they are, where a loop holds paper."""
+    flood = np.pad(digit.astype(np.uint8), 1)
+    cv2.floodFill(flood, None, (0, 0), 2)
+    holes = flood[1:-1, 1:-1] == 0
+    if holes.sum() < 0.05 * digit.sum():
+        return False
+    ring = _dilate(digit, 2) & ~digit & ~holes  # the paper just outside the strokes
+    stroke, enclosed, paper = (float(dark[m].mean()) for m in (digit, holes, ring))
+    return enclosed - stroke < HOLLOW * (paper - stroke)
+
+
 def _squares(gray: np.ndarray) -> tuple[int, int]:
     """The closing's square, in working-size pixels: a narrow one (wider than a pen, narrower
     than a finger's shadow), and a wide one for marker strokes."""
@@ -317,7 +334,7 @@ def page_ink(gray: np.ndarray) -> np.ndarray | None:
         digit = heal(digit, lines)
         # Strokes not comfortably narrower than the square were taken for page in part (a
         # marker's): read the page again with the wide square.
-        if square == narrow and stroke_width(digit) * scale > 0.6 * square:
+        if square == narrow and (stroke_width(digit) * scale > 0.6 * square or hollow(digit, dark)):
             continue
         # The ink's own level inside the digit: strokes come out solid, their edges soft.
         level = _quantile(ink[digit], 0.9)

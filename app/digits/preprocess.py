@@ -29,7 +29,7 @@ MIN_CONTRAST = 0.05  # ink weaker than ~13 grey levels above the paper is no dig
 SPECK_LEVEL = 0.15  # in noisy images, bbox ignores ink whose 3x3 mean is below this (lone specks)
 # Stroke width / digit size, estimated as in _stroke_width: MNIST's median is 0.16, its 1st
 # percentile 0.08. Far below that (pen strokes on a big canvas) the strokes would vanish.
-THIN_STROKE, TARGET_STROKE = 0.06, 0.12
+THIN_STROKE, TARGET_STROKE = 0.09, 0.14
 BORDER_INK = 0.15  # tight crops (forms, USPS-like frames): ink on this share of the border
 # Salt-and-pepper noise: ink pixels with no ink around them, on at least 1% of the image (and
 # at least 8 of them); MNIST's test digits have at most a few.
@@ -454,6 +454,7 @@ def _fit_box(crop: np.ndarray, side: int) -> np.ndarray:
             radius = round((TARGET_STROKE * span - stroke) / (2 * (1 - TARGET_STROKE)))
             if radius >= 1:
                 a, span = _dilate(a, radius), span + 2 * radius
+
     return _resize(a, BOX / span, Image.Resampling.LANCZOS)
 
 
