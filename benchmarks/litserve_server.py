@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from fastapi import Request
 
+from app.digits.decode import ImageLimits
 from app.digits.pipeline import to_digits
-from app.digits.preprocess import ImageLimits
 from models.checkpoint import load_checkpoint
 from models.runtime import inference_dtype
 from models.weights import checkpoint_path

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app.digits.decode import ImageLimits
 from app.digits.pipeline import to_digits
-from app.digits.preprocess import ImageLimits
 from benchmarks import fonts as font_suite
 from benchmarks import mnist_c, styles
 from benchmarks import photos as photo_suite

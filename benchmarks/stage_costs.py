@@ -22,8 +22,9 @@ import pyspng
 import torch
 from PIL import Image
 
+from app.digits.decode import ImageLimits
 from app.digits.pipeline import to_digits
-from app.digits.preprocess import ImageLimits, preprocess
+from app.digits.preprocess import preprocess
 from app.engine.predictor import Predictor
 from app.frontend.predict import encode
 from app.frontend.uploads import parse_multipart

@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.digits.decode import ImageLimits
 from app.digits.pipeline import to_digits
-from app.digits.preprocess import ImageLimits
 from app.main import create_app
 from models.data import MnistSplit
 from tests.corpus import png_header

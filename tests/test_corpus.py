@@ -61,7 +61,7 @@ def test_corpus_input(case: Case, client: TestClient, mnist_test: MnistSplit) ->
 PEAK_SCRIPT = """
 import re, sys
 from app.digits.pipeline import to_digits
-from app.digits.preprocess import ImageLimits
+from app.digits.decode import ImageLimits
 def peak_kib():
     return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 data = open(sys.argv[1], "rb").read()

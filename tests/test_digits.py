@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from app.digits import pipeline as fast
+from app.digits.decode import ImageLimits, ImageRejected
 from app.digits.pipeline import Rejection, plain_gray_png, to_digits, to_uint8
-from app.digits.preprocess import ImageLimits, ImageRejected, preprocess
+from app.digits.preprocess import preprocess
 from app.failures import Failure
 from models.data import MnistSplit
 from tests.corpus import png_header

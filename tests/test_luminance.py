@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.digits.preprocess import _despeckle, decode_image, luminance
+from app.digits.decode import decode_image
+from app.digits.luminance import luminance
+from app.digits.preprocess import _despeckle
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.digits import preprocess as P
+from app.digits.decode import ImageLimits, ImageRejected
 from app.digits.pipeline import to_digits
-from app.digits.preprocess import ImageLimits, ImageRejected, preprocess
+from app.digits.preprocess import preprocess
 from app.failures import Failure
 from app.main import create_app
 from benchmarks import styles

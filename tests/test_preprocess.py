@@ -12,13 +12,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from app.digits.preprocess import (
-    ImageLimits,
-    ImageRejected,
-    decode_image,
-    preprocess,
-    to_mnist_digit,
-)
+from app.digits.decode import ImageLimits, ImageRejected, decode_image
+from app.digits.preprocess import preprocess, to_mnist_digit
 from app.failures import Failure
 from models.data import MnistSplit
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.digits.preprocess import ImageRejected, luminance
+from app.digits.decode import ImageRejected
+from app.digits.luminance import luminance
 
 SIDE = 20
 

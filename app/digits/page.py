@@ -22,8 +22,9 @@ import math
 import cv2
 import numpy as np
 
+from app.digits.decode import PAGE_SIDE
+
 PAGE_MIN_SIDE = 64
-PAGE_SIDE = 300  # pages are read at this size (shorter side)
 # The page's brightness is estimated at this working size (shorter side), with a square this
 # share of it: wider than a marker stroke, narrower than a shadow.
 LIGHT_SIDE = 160

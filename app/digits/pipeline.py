@@ -22,6 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from app.digits.decode import (
+    ImageLimits,
+    ImageRejected,
+    blank,
+    check_pixels,
+    decode_image,
+    png_size,
+)
+from app.digits.luminance import WORK_MAX_SIDE, luminance
 from app.digits.preprocess import (
     BOX,
     COM_TARGET,
@@ -31,18 +40,10 @@ from app.digits.preprocess import (
     NOISE_K,
     PLANE_MIN_SIDE,
     TIGHT,
-    WORK_MAX_SIDE,
-    ImageLimits,
-    ImageRejected,
-    _blank,
     _centre,
     _fit_box,
-    check_pixels,
-    decode_image,
     digit_from_gray,
     impulses,
-    luminance,
-    png_size,
 )
 from app.failures import Failure
 
@@ -111,9 +112,7 @@ def to_digits(datas: list[bytes], limits: ImageLimits) -> tuple[np.ndarray, list
         try:
             return to_uint8(digit_from_gray(_as_float(gray(datas[0], limits))))[None], []
         except ImageRejected as exc:
-            return np.zeros((1, FRAME, FRAME), np.uint8), [
-                Rejection(0, exc.detail, exc.failure)
-            ]
+            return np.zeros((1, FRAME, FRAME), np.uint8), [Rejection(0, exc.detail, exc.failure)]
     digits = np.zeros((len(datas), FRAME, FRAME), np.float32)
     rejections: list[Rejection] = []
     # Same-shape small images run together; fast-decoded (uint8) ones convert all at once.
@@ -180,7 +179,7 @@ def batch_digits(g: np.ndarray) -> tuple[np.ndarray, dict[int, ImageRejected]]:
     spread = np.sort(np.abs(rb - centre.astype(np.float32)[:, None]), axis=1)[:, mid]
     sigma = 1.4826 * spread.astype(np.float64)
     peak = resid.reshape(n, -1).max(1).astype(np.float64)
-    blank = peak - (centre + NOISE_K * sigma) < MIN_CONTRAST
+    too_faint = peak - (centre + NOISE_K * sigma) < MIN_CONTRAST
     top = np.where(peak >= FULL_SCALE, 1.0, peak)
     stretch = (centre != 0) | (top != 1.0)
     offset = np.where(stretch, centre, 0.0).astype(np.float32)
@@ -217,14 +216,26 @@ def batch_digits(g: np.ndarray) -> tuple[np.ndarray, dict[int, ImageRejected]]:
         ty = COM_TARGET - ((rows @ ys) / mass - wy0) + 0.5
         tx = COM_TARGET - ((cols @ xs) / mass - wx0) + 0.5
     near = np.minimum(np.abs(ty - np.round(ty)), np.abs(tx - np.round(tx))) < _ROUNDING_MARGIN
-    simple = ~blank & (sigma == 0) & tight_rows.any(1) & ((side == BOX) | (side == BOX - 1))
+    simple = ~too_faint & (sigma == 0) & tight_rows.any(1) & ((side == BOX) | (side == BOX - 1))
     simple &= ~near & ~busy
     height, width = wy1 - wy0, wx1 - wx0
     top_ = np.clip(np.floor(np.nan_to_num(ty)), 0, FRAME - height).astype(np.int64)
     left = np.clip(np.floor(np.nan_to_num(tx)), 0, FRAME - width).astype(np.int64)
     digits = np.zeros((n, FRAME, FRAME), np.float32)
     rejected: dict[int, ImageRejected] = {}
-    columns = (simple, blank, sigma > 0, tight_rows.any(1), side, wy0, wy1, wx0, wx1, top_, left)
+    columns = (
+        simple,
+        too_faint,
+        sigma > 0,
+        tight_rows.any(1),
+        side,
+        wy0,
+        wy1,
+        wx0,
+        wx1,
+        top_,
+        left,
+    )
     for i, (ok, empty, noisy, inked, sd, a, b, c, d, t, lf) in enumerate(
         zip(*(v.tolist() for v in columns), strict=True)
     ):
@@ -237,7 +248,7 @@ def batch_digits(g: np.ndarray) -> tuple[np.ndarray, dict[int, ImageRejected]]:
                 # filter): the reference decides, blank pages included.
                 digits[i] = digit_from_gray(original[i])
             elif empty or not inked:
-                raise _blank()
+                raise blank()
             else:  # resize to the 20 px box, or a centre too close to a rounding boundary
                 digits[i] = _centre(_fit_box(ink[i, a:b, c:d], sd))
         except ImageRejected as exc:

@@ -5,23 +5,15 @@ case (small greyscale digits) vectorised over a request's images with identical 
 """
 
 import math
-import struct
-import warnings
-from dataclasses import dataclass
-from io import BytesIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from app.config import Settings
-from app.digits.page import PAGE_SIDE, page_ink
-from app.failures import Failure
+from app.digits.decode import ImageLimits, ImageRejected, blank, decode_image
+from app.digits.luminance import luminance
+from app.digits.page import page_ink
 from models.framing import BOX, COM_TARGET, FRAME, FULL_SCALE, TIGHT
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-DEFAULT_FORMATS: frozenset[str] = frozenset({"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"})
-
-WORK_MAX_SIDE = 512  # bigger uploads are box-averaged down first: cost stays bounded
 PLANE_MIN_SIDE = 64  # smaller images are digit crops, not photographed pages
 INTERMEDIATE = 4 * BOX  # big crops go through 80 px, where thin strokes are measured and grown
 NOISE_K = 4.0  # noise threshold = K robust sigmas of the border; 0 for clean images
@@ -38,153 +30,7 @@ IMPULSE_SHARE, IMPULSE_MIN = 0.01, 8
 # more than neighbouring border pixels differ; then a grey opening stands in for the paper.
 WANDER = 3.0
 PHOTO_MIN_SIDE = 200  # frames this big are photos or pages (app/digits/page.py), not crops
-TOO_LARGE = Failure.IMAGE_TOO_LARGE
-_ORIENTATION = 0x0112  # EXIF tag
 _INDEX = np.arange(FRAME, dtype=np.float64)
-# Our header check (ImageLimits.max_pixels, 40 M by default) refuses what Pillow would warn
-# about (89 M) before any pixel is decoded: its warning would only repeat that in the log.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
-_KEYED_MODES = frozenset({"1", "L", "P", "RGB"})  # a tRNS colour key Pillow turns into alpha
-
-
-class ImageRejected(Exception):
-    """An upload we refuse, and which failure it is (an invalid image, or one too large)."""
-
-    def __init__(self, detail: str, failure: Failure = Failure.INVALID_IMAGE) -> None:
-        super().__init__(detail)
-        self.detail, self.failure = detail, failure
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """What decode_image accepts: pixel count (checked from the header) and Pillow formats."""
-
-    max_pixels: int = Settings.model_fields["max_image_pixels"].default
-    allowed_formats: frozenset[str] = DEFAULT_FORMATS
-
-
-def _blank() -> ImageRejected:
-    return ImageRejected("no digit found: the image is blank")
-
-
-def check_pixels(width: int, height: int, limits: ImageLimits) -> None:
-    """413 for an image whose header declares more than ``limits.max_pixels`` pixels."""
-    if width * height > limits.max_pixels:
-        declared = f"image declares {width}x{height} = {width * height:,} pixels"
-        raise ImageRejected(f"{declared}; the limit is {limits.max_pixels:,}", TOO_LARGE)
-
-
-def png_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG's IHDR, or None when ``data`` is no PNG."""
-    if data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
-        return None
-    width, height = struct.unpack_from(">II", data, 16)
-    return width, height
-
-
-def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
-    """Decode bytes with Pillow from the allow-list; first frame; EXIF orientation applied."""
-    if not data:
-        raise ImageRejected("empty upload: the file has 0 bytes")
-    if (size := png_size(data)) is not None:  # before Pillow's own, coarser, bomb guard
-        check_pixels(*size, limits)
-    allowed = ", ".join(sorted(limits.allowed_formats))
-    try:
-        img: Image.Image = Image.open(BytesIO(data))  # lazy: reads the header only
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        detail = f"image too large to decode; the limit is {limits.max_pixels:,} pixels"
-        raise ImageRejected(detail, TOO_LARGE) from exc
-    except UnidentifiedImageError:
-        pdf = data.lstrip()[:5] == b"%PDF-"  # Pillow only writes PDF: name it rather than shrug
-        what = "format PDF not allowed" if pdf else "not a recognised image"
-        raise ImageRejected(f"{what} (allowed formats: {allowed})") from None
-    except Exception as exc:  # a plugin choking on a malformed header
-        raise ImageRejected(f"could not decode the image: {exc}") from exc
-    fmt = img.format or "unknown"
-    if fmt not in limits.allowed_formats:
-        raise ImageRejected(f"format {fmt} not allowed (allowed formats: {allowed})")
-    check_pixels(*img.size, limits)
-    if fmt == "JPEG" and min(img.size) >= 2 * PAGE_SIDE:
-        # A photo: the decoder scales by 1/2 to 1/8 as it decodes, luminance only, for almost
-        # nothing (app/digits/page.py reads pages at PAGE_SIDE anyway).
-        f = PAGE_SIDE / min(img.size)
-        img.draft("L", (math.ceil(img.width * f), math.ceil(img.height * f)))
-    try:
-        img.load()  # multi-frame files (GIF, WebP, TIFF) open positioned on frame 0
-    except Exception as exc:  # truncated / corrupt data surfaces as OSError, SyntaxError, ...
-        raise ImageRejected(f"could not decode the {fmt} image: {exc}") from exc
-    try:
-        if img.getexif().get(_ORIENTATION, 1) in range(2, 9):
-            img = ImageOps.exif_transpose(img)
-    except Exception:  # a corrupt EXIF block must not sink good pixels: keep them unrotated
-        pass
-    return img
-
-
-def _shrink(img: Image.Image) -> Image.Image:
-    """Box-average huge images down to WORK_MAX_SIDE (averaging keeps thin strokes, faintly),
-    never a page below the size it is read at (PAGE_SIDE)."""
-    factor = min(math.ceil(max(img.size) / WORK_MAX_SIDE), max(1, min(img.size) // PAGE_SIDE))
-    return img.reduce(factor) if factor > 1 else img
-
-
-def _composite(img: Image.Image) -> np.ndarray:
-    """Image with alpha -> luminance composited onto the background that contrasts with the ink."""
-    if img.mode not in ("LA", "La"):
-        img = img.convert("RGBA").convert("LA")  # RGBA -> La directly loses alpha in Pillow
-    if img.mode == "LA":
-        img = img.convert("La")  # premultiplied, so box-averaging in _shrink stays correct
-    arr = np.asarray(_shrink(img), dtype=np.float32) / 255
-    lum, alpha = arr[..., 0], arr[..., 1]  # lum is premultiplied: L * alpha
-    total = float(alpha.sum())
-    if total == 0:
-        raise _blank()
-    mean = float(lum.sum()) / total  # alpha-weighted luminance of what is drawn
-    # Mostly opaque: the opaque pixels are the page itself, so extend it.
-    mostly_opaque = total > 0.5 * alpha.size
-    light_page = mean > 0.5 if mostly_opaque else _page_behind_strokes(lum, alpha, mean)
-    return lum + (1 - alpha) if light_page else lum
-
-
-def _page_behind_strokes(lum: np.ndarray, alpha: np.ndarray, mean: float) -> bool:
-    """Whether strokes drawn on transparency were meant for a light page."""
-    solid = alpha > 0.5
-    p = np.pad(solid, 1)
-    inner = solid & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]  # 4 solid neighbours
-    rim = solid & ~inner
-    if inner.any() and rim.any():
-        straight = lum / np.maximum(alpha, np.float32(1e-6))
-        core, edge = float(straight[inner].mean()), float(straight[rim].mean())
-        # A GIF-style colour key (binary alpha) keeps the anti-aliasing against the page it was
-        # drawn on: the rim blends from the ink towards that page.
-        if abs(edge - core) > 0.25:
-            return edge > core
-    # Otherwise the ink has one colour (a canvas export: transparent pixels are often RGB 0,0,0,
-    # anti-aliasing lives in alpha): put the contrasting page behind it.
-    return mean <= 0.5
-
-
-def luminance(img: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> float32 luminance in [0, 1], alpha composited, at most WORK_MAX_SIDE."""
-    mode = img.mode
-    if mode in _ALPHA_MODES or (mode in _KEYED_MODES and img.has_transparency_data):
-        return _composite(img)
-    if mode.startswith("I") or mode == "F":
-        if mode.startswith("I;16"):
-            scale = 65535.0  # the true range: a 16-bit PNG's white is 65535, not 255
-        else:  # I (32-bit) or F: infer the range the data were written in
-            top = float(img.getextrema()[1])  # type: ignore[arg-type]
-            scale = next((s for s in (1.0, 255.0, 65535.0) if top <= s), top)
-        if mode != "F":
-            img = img.convert("F")
-        arr = np.nan_to_num(np.asarray(_shrink(img), dtype=np.float32)) / np.float32(scale)
-        return np.clip(arr, 0, 1, out=arr)
-    if mode == "LAB":  # Pillow cannot convert LAB; its first band is the lightness
-        img = img.getchannel(0)
-    elif mode != "L":
-        img = img.convert("L")
-    return np.asarray(_shrink(img), dtype=np.float32) / 255
 
 
 def _edges(a: np.ndarray) -> list[np.ndarray]:
@@ -269,7 +115,7 @@ def _ink(gray: np.ndarray) -> np.ndarray:
         # border all anti-aliased edge): measure against one paper level, as before.
         resid, centre, sigma, thr, peak = _above_paper(gray, border, level, on_paper)
     if peak - thr < MIN_CONTRAST:
-        raise _blank()
+        raise blank()
     top_level = 1.0 if peak >= FULL_SCALE else peak  # stretch faint ink; leave full-range alone
     ink: np.ndarray = resid  # clean full-range input (MNIST) stays untouched
     if centre != 0 or top_level != 1.0:
@@ -373,7 +219,7 @@ def _span(mask: np.ndarray) -> tuple[int, int]:
     """First True, and one past the last True, of a boolean vector; blank when none is."""
     first = int(mask.argmax())
     if not mask[first]:
-        raise _blank()
+        raise blank()
     return first, mask.size - int(mask[::-1].argmax())
 
 
@@ -418,7 +264,7 @@ def _restretch(a: np.ndarray) -> np.ndarray:
     a = np.clip(a, 0, 1)  # Lanczos overshoots both ways
     peak = float(a.max())
     if peak == 0:
-        raise _blank()
+        raise blank()
     return a / np.float32(peak) if peak < FULL_SCALE else a
 
 
@@ -490,7 +336,7 @@ def digit_from_gray(gray: np.ndarray) -> np.ndarray:
 def _page(gray: np.ndarray) -> np.ndarray:
     ink = page_ink(gray)
     if ink is None:
-        raise _blank()
+        raise blank()
     return ink
 
 
