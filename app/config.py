@@ -55,6 +55,18 @@ class Settings(BaseSettings):
         description="open connections plus requests in progress per worker process; 503 beyond",
     )
     max_image_pixels: int = Field(40_000_000, ge=1, description="width x height per image (413)")
+    decode_timeout_s: float = Field(
+        3.0,
+        gt=0,
+        description="longest an image may take to decode and preprocess (its decoder process "
+        "is then killed, and the image refused with 413)",
+    )
+    decode_memory_mb: int = Field(
+        256,
+        ge=64,
+        description="memory a worker's decoder process may add to decode one request's images "
+        "(beyond it the image is refused with 413)",
+    )
     torch_threads: int = Field(
         0,
         ge=0,

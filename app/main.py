@@ -23,6 +23,7 @@ from app.frontend.routes import health, models
 from app.frontend.security import ApiKeyMiddleware, SecurityHeadersMiddleware
 from app.frontend.uploads import BodyLimitMiddleware
 from app.metrics import Metrics, mark_process_dead
+from app.serving.decoding import DecoderPool
 from app.serving.engine import Engine
 from app.serving.zoo import Zoo
 
@@ -62,7 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.zoo = Zoo(settings, await start_engine(settings, metrics))
+        decoders = DecoderPool(settings.decode_memory_mb, settings.decode_timeout_s)
+        await decoders.start()
+        app.state.zoo = Zoo(settings, await start_engine(settings, metrics), decoders)
         # What start-up built lives as long as the process: keep it out of every
         # garbage-collector pass that follows.
         gc.collect()

@@ -7,8 +7,10 @@ from :func:`predict_declaration`, whose signature (the path, the query model, th
 TypedDict) is the route's contract; the query is validated with that same model.
 """
 
+import asyncio
 import base64
 import io
+import logging
 from typing import Annotated, Any, Literal, cast
 from urllib.parse import parse_qsl
 
@@ -32,6 +34,8 @@ from app.frontend.schemas import ImageProblem, Prediction, PredictResponse, TopK
 from app.frontend.uploads import read_body, uploads_of
 from app.serving.answer import Answer, Upload, answer, rejected
 from app.serving.catalog import CheckpointInfo, Loaded
+
+log = logging.getLogger(__name__)
 
 
 class PredictQuery(BaseModel):
@@ -119,20 +123,39 @@ class LeanPredict:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["app"].state
         settings = state.settings
+        body_read = asyncio.Event()
 
         async def read() -> list[Upload]:
-            return uploads_of(scope, await read_body(receive), settings.max_files)
+            uploads = uploads_of(scope, await read_body(receive), settings.max_files)
+            body_read.set()
+            return uploads
+
+        async def client_gone() -> None:
+            await body_read.wait()  # until then the body's reader hears a disconnect
+            while (await receive())["type"] != "http.disconnect":
+                pass
 
         try:
             query = _query(scope["query_string"])
-            result = await answer(
-                state.zoo,
-                state.metrics,
-                scope["path_params"]["model"],
-                read,
-                keep_digits=query.include == "digit",
+            work = asyncio.ensure_future(
+                answer(
+                    state.zoo,
+                    state.metrics,
+                    scope["path_params"]["model"],
+                    read,
+                    keep_digits=query.include == "digit",
+                )
             )
-            body = encode(result, query.top_k)
+            watch = asyncio.ensure_future(client_gone())
+            try:
+                await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                watch.cancel()
+            if not work.done():  # nobody is left to answer: stop decoding and queueing
+                work.cancel()
+                log.info("the client left before its answer; its work was stopped")
+                return
+            body = encode(work.result(), query.top_k)
         except ServiceError as exc:
             await problem_response(exc, settings.retry_after_s)(scope, receive, send)
             return

@@ -25,6 +25,7 @@ from models.framing import FRAME
 # Requests whose images are all small plain PNGs with at most this many pixels in total decode
 # on the event loop (tens of microseconds each); anything bigger decodes in a thread.
 INLINE_PIXELS = 256 * FRAME * FRAME
+CLIENT_LEFT = 499  # nginx's status for a request whose client closed the connection
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,15 @@ def _decode_inline(uploads: list[Upload]) -> bool:
 async def _classify(
     zoo: Zoo, name: str, uploads: list[Upload], keep_digits: bool
 ) -> tuple[np.ndarray, list[Rejection], np.ndarray | None]:
-    limits = ImageLimits(max_pixels=zoo.settings.max_image_pixels)
+    limits = ImageLimits(
+        max_pixels=zoo.settings.max_image_pixels,
+        max_decode_bytes=zoo.settings.decode_memory_mb << 20,
+    )
     datas = [up.data for up in uploads]
-    if _decode_inline(uploads):
+    if _decode_inline(uploads):  # small plain PNGs: libspng decodes exactly what they declare
         digits, rejections = to_digits(datas, limits)
     else:
-        digits, rejections = await asyncio.to_thread(to_digits, datas, limits)
+        digits, rejections = await zoo.decoders.digits(datas, limits)
     if len(rejections) == len(uploads):
         raise _nothing_usable(uploads, rejections)
     if rejections:
@@ -123,6 +127,9 @@ async def answer(
         return Answer(model, uploads, probabilities, rejections, digits)
     except ServiceError as exc:
         status = exc.failure.kind.status
+        raise
+    except asyncio.CancelledError:  # the client left: nothing was answered
+        status = CLIENT_LEFT
         raise
     finally:
         metrics.requests.labels(label, str(status)).inc()

@@ -9,20 +9,23 @@ import numpy as np
 from app.config import Settings
 from app.failures import Failure, ServiceError, queue_full
 from app.serving.catalog import Loaded, Served, Unavailable
+from app.serving.decoding import DecoderPool
 from app.serving.engine import Engine
 
 
 class Zoo:
-    """Models by name, behind one engine (in this process, or the model owner)."""
+    """Models by name, behind one engine (in this process, or the model owner), and the
+    worker's decoder for the uploads that are not small plain PNGs."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
-        self.settings, self.engine = settings, engine
+    def __init__(self, settings: Settings, engine: Engine, decoders: DecoderPool) -> None:
+        self.settings, self.engine, self.decoders = settings, engine, decoders
         self.accepting = True
 
     async def stop(self) -> None:
         """Take no new requests; let every accepted one finish."""
         self.accepting = False
         await self.engine.close()
+        await self.decoders.close()
 
     @property
     def models(self) -> dict[str, Served]:
