@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.harness import free_port, process_tree, service_command, start_server
+from benchmarks.harness import free_port, process_tree, rss_kb, service_command, start_server
 from benchmarks.wrk import CONTENT_TYPE, digit_pngs, ensure_wrk, multipart
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,16 +132,15 @@ def write_payloads(folder: Path, data_dir: Path) -> Path:
 
 def footprint(pid: int) -> dict[str, float]:
     """Resident memory (MB), open descriptors and processes of ``pid`` and its descendants."""
-    rss_kb, fds, procs = 0, 0, 0
+    kb, fds, procs = 0, 0, 0
     for p in process_tree(pid):
         try:
-            status = Path(f"/proc/{p}/status").read_text()
-            rss_kb += int(status.split("VmRSS:")[1].split()[0])
             fds += len(list(Path(f"/proc/{p}/fd").iterdir()))
-            procs += 1
-        except (OSError, IndexError):
+        except OSError:
             continue
-    return {"rss_mb": rss_kb / 1024, "fds": fds, "processes": procs}
+        kb += rss_kb(p)
+        procs += 1
+    return {"rss_mb": kb / 1024, "fds": fds, "processes": procs}
 
 
 def served(url: str) -> dict[str, int]:

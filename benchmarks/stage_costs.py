@@ -25,8 +25,8 @@ from PIL import Image
 from app.digits.pipeline import to_digits
 from app.digits.preprocess import ImageLimits, preprocess
 from app.engine.predictor import Predictor
+from app.frontend.multipart import parse_multipart
 from app.frontend.predict import encode
-from app.frontend.uploads import parse_multipart
 from app.serving.answer import Answer
 from app.serving.catalog import CheckpointInfo, Loaded
 from benchmarks.harness import ROOT
