@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,11 +78,20 @@ def tree_rss_mb(pid: int) -> float:
 class MemoryPeak:
     """The highest resident memory of a process tree while the ``with`` block runs, sampled
     from outside every ``every_s`` (the tree itself re-read every second: a respawned worker
-    counts too)."""
+    counts too). Past ``ceiling_mb``, ``on_ceiling`` is called once (a benchmark that sends
+    memory bombs kills the service there, before it takes the host's memory)."""
 
-    def __init__(self, pid: int, every_s: float = 0.02) -> None:
+    def __init__(
+        self,
+        pid: int,
+        every_s: float = 0.02,
+        ceiling_mb: float | None = None,
+        on_ceiling: Callable[[float], None] | None = None,
+    ) -> None:
         self.pid, self.every_s = pid, every_s
+        self.ceiling_mb, self.on_ceiling = ceiling_mb, on_ceiling
         self.peak_mb = 0.0
+        self.over = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -90,7 +100,12 @@ class MemoryPeak:
         while True:
             if time.monotonic() - listed > 1:
                 pids, listed = process_tree(self.pid), time.monotonic()
-            self.peak_mb = max(self.peak_mb, sum(rss_kb(p) for p in pids) / 1024)
+            now = sum(rss_kb(p) for p in pids) / 1024
+            self.peak_mb = max(self.peak_mb, now)
+            if self.ceiling_mb is not None and now > self.ceiling_mb and not self.over:
+                self.over = True
+                if self.on_ceiling is not None:
+                    self.on_ceiling(now)
             if self._stop.wait(self.every_s):
                 return
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from benchmarks.harness import MemoryPeak
+from benchmarks.hostile import answer, connect, stream_head
 from benchmarks.wrk import CONTENT_TYPE, multipart
 from models.data import MnistSplit
 from tests.helpers import png
@@ -45,39 +46,14 @@ def seven(mnist_test: MnistSplit) -> bytes:
 
 
 async def _connect(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    url = httpx.URL(server.url)
-    return await asyncio.open_connection(url.host, url.port)
-
-
-async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 answer with a Content-Length: status, headers, body."""
-    status = int((await reader.readuntil(b"\r\n")).split()[1])
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-    headers = dict(line.lower().split(": ", 1) for line in head.split("\r\n") if line)
-    return status, headers, await reader.readexactly(int(headers["content-length"]))
+    return await connect(server.url)
 
 
 async def _stream_head(
     server: Server, start: bytes, total: int, within_s: float
 ) -> tuple[int, dict, float, int]:
-    """Send ``start`` and then filler, as fast as the service reads it, until ``total`` bytes
-    or an answer: (status, problem, seconds, bytes sent). Fails after ``within_s``."""
-    reader, writer = await _connect(server)
-    started, sent = time.monotonic(), len(start)
-    answer = asyncio.create_task(_answer(reader))
-    writer.write(start)
-    filler = b"a" * 65536
-    try:
-        async with asyncio.timeout(within_s):
-            while not answer.done() and sent < total:
-                writer.write(filler)
-                sent += len(filler)
-                await writer.drain()
-            status, _, body = await answer
-    finally:
-        answer.cancel()
-        writer.close()
-    return status, json.loads(body), time.monotonic() - started, sent
+    status, body, took, sent = await stream_head(server.url, start, total, within_s)
+    return status, json.loads(body), took, sent
 
 
 async def _probe_live(server: Server, until: asyncio.Event) -> list[float]:
@@ -170,42 +146,42 @@ async def test_a_head_at_the_limit_passes_one_byte_more_does_not(server: Server)
     for size, status in [(HEAD_LIMIT, 200), (HEAD_LIMIT + 1, 431)]:
         reader, writer = await _connect(server)
         writer.write(request(size))
-        assert (await _answer(reader))[0] == status, size
+        assert (await answer(reader))[0] == status, size
         writer.close()
     # The limit is per request: one keep-alive connection may carry many heads near it, and a
     # head and a body in one read are not mistaken for a long head.
     reader, writer = await _connect(server)
     for _ in range(5):
         writer.write(request(HEAD_LIMIT - 100))
-        assert (await _answer(reader))[0] == 200
+        assert (await answer(reader))[0] == 200
     writer.write(request(HEAD_LIMIT // 2) * 4)  # pipelined, in one write
-    assert [(await _answer(reader))[0] for _ in range(4)] == [200] * 4
+    assert [(await answer(reader))[0] for _ in range(4)] == [200] * 4
     post = b"POST /predict/lenet HTTP/1.1\r\nHost: zoo\r\nContent-Type: image/png\r\n"
     writer.write(post + b"Content-Length: 200000\r\n\r\n" + b"\0" * 200000)
-    status, _, body = await _answer(reader)
+    status, _, body = await answer(reader)
     assert status == 422 and json.loads(body)["type"] == "/problems/invalid-image"
     writer.close()
 
 
 async def test_refusals_before_the_app_are_problems_too(server: Server) -> None:
-    async def answer(raw: bytes) -> tuple[int, dict[str, str], dict]:
+    async def refused(raw: bytes) -> tuple[int, dict[str, str], dict]:
         reader, writer = await _connect(server)
         writer.write(raw)
-        status, headers, body = await _answer(reader)
+        status, headers, body = await answer(reader)
         writer.close()
         return status, headers, json.loads(body)
 
-    status, headers, problem = await answer(b"NOT HTTP AT ALL\r\n\r\n")
+    status, headers, problem = await refused(b"NOT HTTP AT ALL\r\n\r\n")
     assert (status, problem["type"]) == (400, "/problems/bad-request")
     assert headers["content-type"] == "application/problem+json"
     twice = b"Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcd"
-    status, _, problem = await answer(b"POST /predict/lenet HTTP/1.1\r\nHost: zoo\r\n" + twice)
+    status, _, problem = await refused(b"POST /predict/lenet HTTP/1.1\r\nHost: zoo\r\n" + twice)
     assert (status, problem["type"]) == (400, "/problems/bad-request")
     # Repeated headers reach the app through httptools as they came: refused, never read twice.
     for name in (b"Content-Type", b"X-Filename"):
         head = b"POST /predict/lenet HTTP/1.1\r\nHost: zoo\r\nContent-Type: image/png\r\n"
         head += b"X-Filename: a.png\r\n" + name + b": " + CONTENT_TYPE.encode() + b"\r\n"
-        status, _, problem = await answer(head + b"Content-Length: 4\r\n\r\nabcd")
+        status, _, problem = await refused(head + b"Content-Length: 4\r\n\r\nabcd")
         assert (status, problem["type"]) == (400, "/problems/bad-request"), name
         assert f"2 {name.decode().title()} headers" in problem["detail"]
 
@@ -293,17 +269,17 @@ async def _trickle_while_probing(
         reader, writer = await _connect(server)
         writer.write(head)
         started = time.monotonic()
-        answer = asyncio.create_task(_answer(reader))
+        answered = asyncio.create_task(answer(reader))
         try:
-            while not answer.done() and time.monotonic() - started < attack_s:
+            while not answered.done() and time.monotonic() - started < attack_s:
                 writer.write(b"\0")
-                await asyncio.wait([answer], timeout=1.5)
-            if answer.done() and not answer.exception() and answer.result()[0] == 408:
+                await asyncio.wait([answered], timeout=1.5)
+            if answered.done() and not answered.exception() and answered.result()[0] == 408:
                 cut.append(time.monotonic() - started)
         except ConnectionError:
             pass
         finally:
-            answer.cancel()
+            answered.cancel()
             writer.close()
 
     body = multipart([seven], 0)
