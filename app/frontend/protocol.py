@@ -83,8 +83,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 return
             data = view[room:]  # type: ignore[assignment]  # the body, or the next request
         if self._in_head:
-            # A head that starts in the same read as the previous request's body ends goes
-            # uncounted up to the end of that read (at most 256 KiB): bounded all the same.
+            # A head that starts in the read where the previous request ended (pipelining)
+            # goes uncounted to the end of that read: one socket read, bounded all the same.
             self._head_left -= len(data)
         super().data_received(data)
 
