@@ -74,7 +74,8 @@ def serve(layout: Layout, host: str, port: int, run_dir: Path) -> int:
             port=port,
             workers=layout.workers,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-            http="app.frontend.slow_clients:HeaderDeadlineProtocol",
+            http="app.frontend.protocol:GuardedHttpProtocol",
+            server_header=False,  # no product and version for a scanner; Date stays
             timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # float is fine
             limit_concurrency=settings.max_connections,
             root_path=settings.root_path,

@@ -43,8 +43,23 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(
         10.0, gt=0, description="a request's line and headers must arrive within this (slowloris)"
     )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="a request's line and headers together, in bytes (431 beyond, as nginx's "
+        "default buffers allow)",
+    )
     body_timeout_s: float = Field(
-        15.0, gt=0, description="longest pause between two reads of a request body (408 beyond)"
+        15.0,
+        gt=0,
+        description="longest pause between two reads of a request body, and the grace a body "
+        "has before MIN_BODY_RATE applies (408 beyond)",
+    )
+    min_body_rate: int = Field(
+        500,
+        ge=0,
+        description="bytes per second a body must average: it may take BODY_TIMEOUT_S plus one "
+        "second per MIN_BODY_RATE bytes (Apache's mod_reqtimeout); 0 = no pace, pauses only",
     )
     keep_alive_s: float = Field(
         5.0, gt=0, description="an idle keep-alive connection is closed after this"
@@ -113,16 +128,29 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="run batches of 1 and MAX_BATCH_SIZE at start-up")
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 503")
 
-    @field_validator("models", "api_keys", "cors_origins", mode="before")
+    @field_validator("models", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, v: object) -> object:
         if isinstance(v, str):
             return tuple(m.strip() for m in v.split(",") if m.strip())
         return v
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: object) -> object:
+        # Blanks are kept for keys(): API_KEYS=" , " is set yet names no key, and must stop
+        # start-up rather than turn authentication off. Only an empty value means "no keys".
+        if isinstance(v, str):
+            return tuple(k.strip() for k in v.split(",")) if v else ()
+        return v
+
     def keys(self) -> tuple[bytes, ...]:
         """Every API key, from API_KEYS and the API_KEYS_FILE; none = no authentication."""
-        keys = [k.get_secret_value() for k in self.api_keys]
+        given = [k.get_secret_value() for k in self.api_keys]
+        keys = [k for k in given if k]
+        if given and not keys:
+            # Set, yet no key in it: refusing is safer than serving unguarded.
+            raise ValueError("API_KEYS is set but holds no key (only commas and blanks)")
         if self.api_keys_file is not None:
             try:
                 text = self.api_keys_file.read_text()

@@ -48,8 +48,8 @@ class Failure(Enum):
                               "the path exists but not for this method", "Method Not Allowed")
     REQUEST_TIMEOUT = Kind(
         "request-timeout", 408, "Request timeout",
-        "the request body stopped arriving for BODY_TIMEOUT_S seconds (the connection is then "
-        "closed)",
+        "the request body stopped arriving for BODY_TIMEOUT_S seconds, or fell behind "
+        "MIN_BODY_RATE (the connection is then closed)",
         "the request body stalled: nothing arrived for 15 s (BODY_TIMEOUT_S)")
     CONTENT_TOO_LARGE = Kind(
         "content-too-large", 413, "Content too large", "the body is bigger than MAX_UPLOAD_BYTES",
@@ -75,6 +75,16 @@ class Failure(Enum):
         "an image is undecodable, in a format not allowed, or blank; a request answers 422 only "
         "when none of its images could be used",
         "notes.png: not a recognised image (allowed formats: BMP, GIF, JPEG, PNG, TIFF, WEBP)")
+    HEADERS_TOO_LARGE = Kind(
+        "headers-too-large", 431, "Request header fields too large",
+        "the request line and headers together are over MAX_HEADER_BYTES (the connection is "
+        "then closed)",
+        "the request line and headers are over 32768 bytes (MAX_HEADER_BYTES)")
+    CLIENT_CLOSED = Kind(
+        "client-closed", 499, "Client closed request",
+        "the client closed the connection before its body had arrived: nothing is sent, and "
+        "the metrics count it as 499 (nginx's code for it), not as a server error",
+        "the client closed the connection after 4096 of 65536 body bytes")
     INFERENCE_FAILED = Kind(
         "inference-failed", 500, "Inference failed",
         "the model raised on the batch that held these images (the log has why)",
@@ -90,6 +100,11 @@ class Failure(Enum):
         "with: python -m models.train --model vgg16 --data-dir ../shared/data")
     QUEUE_FULL = Kind("queue-full", 503, "Queue full", "the model's queue holds MAX_QUEUE images",
                       "lenet queue is full (2040 of 2048 images waiting)", retry=True)
+    TOO_MANY_CONNECTIONS = Kind(
+        "too-many-connections", 503, "Too many connections",
+        "the worker that took the connection holds MAX_CONNECTIONS connections and requests "
+        "(the connection is then closed)",
+        "this worker holds its 1000 connections (MAX_CONNECTIONS)", retry=True)
     SHUTTING_DOWN = Kind("shutting-down", 503, "Shutting down",
                          "the service is stopping (another replica can answer)",
                          "the service is shutting down", retry=True)

@@ -84,6 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by add_docs from local assets, not from a CDN
         redoc_url=None,
         openapi_tags=TAGS,
+        # Starlette answers /metrics/ with a redirect built from the client's Host header,
+        # before any key is checked: an open redirect. No path here needs its slash fixed.
+        redirect_slashes=False,
     )
     app.state.settings, app.state.metrics = settings, metrics
     install_problem_handlers(app)
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimitMiddleware,
         max_bytes=settings.max_upload_bytes,
         body_timeout_s=settings.body_timeout_s,
+        min_body_rate=settings.min_body_rate,
     )
     app.add_middleware(SecurityHeadersMiddleware)
     add_predict_route(app)

@@ -10,7 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +62,64 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def rss_kb(pid: int) -> int:
+    """Resident memory of one process in KiB (0 once it has gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory (MB) of ``pid`` and every process descended from it, read from /proc."""
+    return sum(rss_kb(p) for p in process_tree(pid)) / 1024
+
+
+class MemoryPeak:
+    """The highest resident memory of a process tree while the ``with`` block runs, sampled
+    from outside every ``every_s`` (the tree itself re-read every second: a respawned worker
+    counts too). Past ``ceiling_mb``, ``on_ceiling`` is called once (a benchmark that sends
+    memory bombs kills the service there, before it takes the host's memory)."""
+
+    def __init__(
+        self,
+        pid: int,
+        every_s: float = 0.02,
+        ceiling_mb: float | None = None,
+        on_ceiling: Callable[[float], None] | None = None,
+    ) -> None:
+        self.pid, self.every_s = pid, every_s
+        self.ceiling_mb, self.on_ceiling = ceiling_mb, on_ceiling
+        self.peak_mb = 0.0
+        self.over = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        pids, listed = process_tree(self.pid), time.monotonic()
+        while True:
+            if time.monotonic() - listed > 1:
+                pids, listed = process_tree(self.pid), time.monotonic()
+            now = sum(rss_kb(p) for p in pids) / 1024
+            self.peak_mb = max(self.peak_mb, now)
+            if self.ceiling_mb is not None and now > self.ceiling_mb and not self.over:
+                self.over = True
+                if self.on_ceiling is not None:
+                    self.on_ceiling(now)
+            if self._stop.wait(self.every_s):
+                return
+
+    def __enter__(self) -> "MemoryPeak":
+        self.peak_mb = tree_rss_mb(self.pid)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, tree_rss_mb(self.pid))
+
+
 @dataclass
 class Server:
     """A server process (and whatever it starts) listening on ``url``."""
@@ -69,6 +129,10 @@ class Server:
     url: str
     log: Path | None = None
     meta: dict[str, object] = field(default_factory=dict)
+
+    def rss_mb(self) -> float:
+        """Resident memory of the whole process tree, in MB."""
+        return tree_rss_mb(self.proc.pid)
 
     def cpu_seconds(self) -> float:
         """CPU time of the whole process tree: frontend workers, model owner, baselines' workers."""

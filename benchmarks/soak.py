@@ -14,6 +14,7 @@ process was left behind.
 
 import argparse
 import json
+import os
 import re
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.harness import free_port, process_tree, service_command, start_server
+from benchmarks.harness import free_port, process_tree, rss_kb, service_command, start_server
 from benchmarks.wrk import CONTENT_TYPE, digit_pngs, ensure_wrk, multipart
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,16 +133,26 @@ def write_payloads(folder: Path, data_dir: Path) -> Path:
 
 def footprint(pid: int) -> dict[str, float]:
     """Resident memory (MB), open descriptors and processes of ``pid`` and its descendants."""
-    rss_kb, fds, procs = 0, 0, 0
+    kb, fds, procs = 0, 0, 0
     for p in process_tree(pid):
         try:
-            status = Path(f"/proc/{p}/status").read_text()
-            rss_kb += int(status.split("VmRSS:")[1].split()[0])
-            fds += len(list(Path(f"/proc/{p}/fd").iterdir()))
-            procs += 1
-        except (OSError, IndexError):
+            fds += sum(not _metrics_file(fd) for fd in Path(f"/proc/{p}/fd").iterdir())
+        except OSError:
             continue
-    return {"rss_mb": rss_kb / 1024, "fds": fds, "processes": procs}
+        kb += rss_kb(p)
+        procs += 1
+    return {"rss_mb": kb / 1024, "fds": fds, "processes": procs}
+
+
+def _metrics_file(fd: Path) -> bool:
+    """Whether a descriptor is one of prometheus_client's per-process metric files: a worker
+    opens its few the first time it counts a request, which may fall after the warm-up when
+    the other worker took every warm-up connection; not a leak."""
+    try:
+        target = os.readlink(fd)
+    except OSError:
+        return False
+    return target.endswith(".db") and "/metrics/" in target
 
 
 def served(url: str) -> dict[str, int]:

@@ -26,8 +26,8 @@ from app.digits.decode import ImageLimits
 from app.digits.pipeline import to_digits
 from app.digits.preprocess import preprocess
 from app.engine.predictor import Predictor
+from app.frontend.multipart import parse_multipart
 from app.frontend.predict import encode
-from app.frontend.uploads import parse_multipart
 from app.serving.answer import Answer
 from app.serving.catalog import CheckpointInfo, Loaded
 from benchmarks.harness import ROOT

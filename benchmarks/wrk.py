@@ -99,9 +99,12 @@ def write_payloads(pngs: list[bytes], images: int, folder: Path) -> Path:
     return folder
 
 
-def run_wrk(url: str, payloads: Path, connections: int, seconds: float) -> dict[str, Any]:
-    """One wrk run (one thread) against ``url``; its counts, rates and latencies."""
-    cmd = [
+def wrk_command(
+    url: str, payloads: Path, connections: int, seconds: float, script: str = "post.lua"
+) -> list[str]:
+    """The wrk command line (one thread) that posts ``payloads`` to ``url``; extra script
+    arguments may follow it."""
+    return [
         ensure_wrk(),
         "-t1",
         f"-c{connections}",
@@ -109,17 +112,27 @@ def run_wrk(url: str, payloads: Path, connections: int, seconds: float) -> dict[
         "--timeout",
         "30s",
         "-s",
-        str(payloads / "post.lua"),
+        str(payloads / script),
         url,
         "--",
         str(payloads),
         str(BODIES),
         CONTENT_TYPE,
     ]
+
+
+def run_wrk(url: str, payloads: Path, connections: int, seconds: float) -> dict[str, Any]:
+    """One wrk run (one thread) against ``url``; its counts, rates and latencies."""
+    cmd = wrk_command(url, payloads, connections, seconds)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=True)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRK ")), None)
+    return wrk_result(out.stdout, out.stderr)
+
+
+def wrk_result(stdout: str, stderr: str = "") -> dict[str, Any]:
+    """What the script's ``done`` printed: counts, rates and latencies."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("WRK ")), None)
     if line is None:
-        raise RuntimeError(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
+        raise RuntimeError(f"wrk printed no result:\n{stdout}\n{stderr}")
     r = json.loads(line[4:])
     secs = r["duration_us"] / 1e6
     errors = r["status_errors"] + r["socket_errors"]

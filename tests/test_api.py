@@ -262,7 +262,8 @@ def test_the_failure_table_is_well_formed() -> None:
     for failure in Failure:
         kind = failure.kind
         assert kind.when and kind.message and kind.title and 400 <= kind.status < 600
-    assert {f.kind.slug for f in Failure if f.kind.retry} == {"queue-full", "shutting-down"}
+    retried = {f.kind.slug for f in Failure if f.kind.retry}
+    assert retried == {"queue-full", "too-many-connections", "shutting-down"}
 
 
 def test_docs_pages_use_only_local_assets_by_relative_urls(client: TestClient) -> None:

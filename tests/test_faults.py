@@ -1,6 +1,7 @@
 """Faults and overload through the ASGI app: timeouts, full queues, failing models, bad weights."""
 
 import asyncio
+import json
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -285,3 +286,60 @@ async def test_discarding_a_refused_body_is_bounded_by_size_and_time(
     monkeypatch.setattr(app.frontend.uploads, "LINGER_S", 0.2)
     async with asyncio.timeout(2):  # unbounded, it would wait for ever: fail instead
         assert not await discard_body(_body(b"x" * 10, stall=True), max_bytes=1000)
+
+
+def _trickled(chunk: bytes, every_s: float, n: int) -> Callable[[], Awaitable[dict]]:
+    """An ASGI receive() that yields ``n`` chunks, one every ``every_s``."""
+    sent = [0]
+
+    async def receive() -> dict:
+        await asyncio.sleep(every_s)
+        sent[0] += 1
+        return {"type": "http.request", "body": chunk, "more_body": sent[0] < n}
+
+    return receive
+
+
+@pytest.mark.parametrize(
+    ("chunk", "every_s", "status"),
+    [
+        (b"x", 0.1, 408),  # 10 bytes/s: never a pause, yet too slow once the grace is over
+        (b"x" * 60, 0.1, 422),  # 600 bytes/s: keeps earning time, read to the end
+    ],
+)
+async def test_a_body_must_keep_a_pace_after_its_grace(
+    chunk: bytes, every_s: float, status: int
+) -> None:
+    app = create_app(settings(models=("lenet",), body_timeout_s=0.5, min_body_rate=500))
+    async with app.router.lifespan_context(app):
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        n = 20  # 2 s of body: four times the grace
+        headers = [(b"content-type", b"image/png"), (b"content-length", b"%d" % (n * len(chunk)))]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/predict/lenet",
+            "raw_path": b"/predict/lenet",
+            "root_path": "",
+            "query_string": b"",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "state": {},
+        }
+        started = time.monotonic()
+        await app(scope, _trickled(chunk, every_s, n), send)  # type: ignore[arg-type]
+        took = time.monotonic() - started
+    assert sent[0]["status"] == status
+    if status == 408:
+        problem = json.loads(sent[1]["body"])
+        assert "too slow" in problem["detail"] and "MIN_BODY_RATE" in problem["detail"]
+        assert 0.5 <= took < 1.0  # at the grace's end, not at the body's
+        assert (b"connection", b"close") in sent[0]["headers"]

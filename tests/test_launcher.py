@@ -123,14 +123,18 @@ def test_ctrl_c_stops_every_process_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in (server.log.read_text() if server.log else "")
 
 
-def test_an_empty_key_file_stops_start_up_with_one_clear_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keys", ["file", " , "])
+def test_keys_that_name_no_key_stop_start_up_with_one_clear_line(tmp_path: Path, keys: str) -> None:
     secret = tmp_path / "api_keys"
     secret.write_text("\n")
     env = {**os.environ, "WEIGHTS_DIR": str(WEIGHTS), "DEVICE": "cpu", "MODELS": "lenet"}
-    env |= {"WORKERS": "2", "ENGINE": "worker", "API_KEYS_FILE": str(secret)}
+    env |= {"WORKERS": "2", "ENGINE": "worker"}
+    env |= {"API_KEYS_FILE": str(secret)} if keys == "file" else {"API_KEYS": keys}
     done = subprocess.run(
         service_command(free_port()), env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2
-    assert done.stderr.strip().endswith(f"API_KEYS_FILE {secret} holds no key")
+    said = f"API_KEYS_FILE {secret} holds no key" if keys == "file" else "API_KEYS is set but"
+    assert done.stderr.startswith("python -m app: ") and said in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr

@@ -80,6 +80,30 @@ def test_a_missing_or_empty_key_file_stops_start_up(tmp_path: Path, content: str
         create_app(settings(models=("lenet",), api_keys_file=secret))
 
 
+@pytest.mark.parametrize("value", [",", " , ", " ", ",,\n"])
+def test_api_keys_that_name_no_key_stop_start_up(value: str) -> None:
+    with pytest.raises(ValueError, match="API_KEYS is set but holds no key"):
+        create_app(settings(models=("lenet",), api_keys=value))
+
+
+def test_blank_entries_between_keys_are_skipped(seven: bytes) -> None:
+    conf = settings(models=("lenet",), api_keys=f" {KEY} ,, {OTHER}, ")
+    assert conf.keys() == (KEY.encode(), OTHER.encode())
+    assert settings(models=("lenet",), api_keys="").keys() == ()  # empty: no keys, as unset
+
+
+@pytest.mark.parametrize("path", ["/metrics/", "/models/", "/health/live/", "/docs/"])
+def test_no_redirect_to_the_clients_host(keyed: TestClient, path: str) -> None:
+    """Starlette would answer a trailing slash with a 307 to http://<Host>/...: an open
+    redirect, and for /metrics/ one sent before the key is checked."""
+    for key in (None, KEY):
+        headers = {"host": "evil.example"} | ({"authorization": f"Bearer {key}"} if key else {})
+        r = keyed.get(path, headers=headers, follow_redirects=False)
+        assert "location" not in r.headers and r.status_code in (401, 404), (path, r.status_code)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "evil.example" not in r.text
+
+
 def test_without_keys_everything_is_open(seven: bytes) -> None:
     with TestClient(create_app(settings(models=("lenet",)))) as c:
         for method, path in GUARDED:

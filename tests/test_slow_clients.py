@@ -174,15 +174,19 @@ def test_connections_beyond_max_connections_get_503(seven: bytes) -> None:
     s = start_service(MODELS="lenet", WORKERS="1", MAX_CONNECTIONS="5")
     try:
 
-        async def crowd() -> int:
+        async def crowd() -> httpx.Response:
             held = [await _connect(s) for _ in range(5)]
             async with httpx.AsyncClient(base_url=s.url) as c:
-                status = (await c.get("/health/live")).status_code
+                refused = await c.get("/health/live")
             for _, writer in held:
                 writer.close()
-            return status
+            return refused
 
-        assert asyncio.run(crowd()) == 503
+        refused = asyncio.run(crowd())
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"] == "/problems/too-many-connections"
+        assert refused.headers["connection"] == "close"
         time.sleep(0.5)  # the crowd has gone
         assert httpx.get(f"{s.url}/health/live").status_code == 200
     finally:

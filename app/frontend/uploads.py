@@ -1,24 +1,20 @@
-"""Reading uploads: the body-size guard, and multipart or raw-image bodies -> (name, bytes).
-
-Multipart bodies are parsed directly with python-multipart's parser (FastAPI's form machinery
-costs more than the rest of a small request), with Starlette's limits: MAX_FILES files and as
-many fields, 1 MiB per non-file part.
+"""Reading uploads: the body's guards (size, pauses, pace, a client that leaves), and a
+multipart (app/frontend/multipart.py) or raw-image body -> its uploads, named.
 """
 
 import asyncio
-import codecs
+import logging
+import time
 from urllib.parse import parse_qsl
 
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.failures import Failure, ServiceError
+from app.frontend.multipart import parse_multipart, upload_name
 from app.frontend.problems import problem_response
 from app.serving.answer import Upload
 
-MAX_FILENAME = 255
-MAX_FIELD_BYTES = 1024 * 1024  # a non-file part; Starlette's limit too
+log = logging.getLogger(__name__)
 
 
 def _too_large(limit: int) -> ServiceError:
@@ -54,11 +50,39 @@ async def discard_body(receive: Receive, max_bytes: int = LINGER_BYTES) -> bool:
 
 
 class BodyLimitMiddleware:
-    """The body's guards: 413 over the limit, 408 when it stalls, and whatever the answer, the
-    unread rest of the body dropped before it goes out (see LINGER_BYTES)."""
+    """The body's guards: 413 over the limit; 408 when it pauses too long or falls behind the
+    minimum pace; 499 in the metrics, and one INFO line, when the client leaves mid-body; and
+    whatever the answer, the unread rest of the body dropped before it goes out (LINGER_BYTES).
 
-    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout_s: float) -> None:
+    The pace is Apache's mod_reqtimeout (``body=15,MinRate=500``): a body may take
+    BODY_TIMEOUT_S plus one second per MIN_BODY_RATE bytes it has sent, so a client trickling a
+    byte at a time cannot hold a connection (and, with many, every connection) for longer than
+    BODY_TIMEOUT_S, while a slow honest upload keeps earning time.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, body_timeout_s: float, min_body_rate: int
+    ) -> None:
         self.app, self.max_bytes, self.body_timeout_s = app, max_bytes, body_timeout_s
+        self.min_body_rate = min_body_rate
+
+    def _wait_s(self, started: float, seen: int) -> float:
+        """How long the next read may take: the pause limit, or less when the pace says so."""
+        if not self.min_body_rate:
+            return self.body_timeout_s
+        earned = started + self.body_timeout_s + seen / self.min_body_rate - time.monotonic()
+        return max(0.0, min(self.body_timeout_s, earned))
+
+    def _too_slow(self, waited: float, started: float, seen: int) -> ServiceError:
+        if waited >= self.body_timeout_s:
+            detail = f"nothing arrived for {self.body_timeout_s:g} s (BODY_TIMEOUT_S)"
+            return Failure.REQUEST_TIMEOUT.error(f"the request body stalled: {detail}")
+        took = time.monotonic() - started
+        return Failure.REQUEST_TIMEOUT.error(
+            f"the request body is too slow: {seen} bytes in {took:.1f} s; a body may take "
+            f"{self.body_timeout_s:g} s plus 1 s per {self.min_body_rate} bytes "
+            "(BODY_TIMEOUT_S, MIN_BODY_RATE)"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,20 +94,24 @@ class BodyLimitMiddleware:
         waits = headers.get(b"expect", b"").lower() == b"100-continue"
         # A request without a length or chunked encoding has no body to read.
         done = length == 0 or (length is None and b"transfer-encoding" not in headers)
-        seen, asked, stalled = 0, False, False
+        seen, asked, stalled, started = 0, False, False, 0.0
 
         async def guarded_receive() -> Message:
-            nonlocal seen, done, asked, stalled
+            nonlocal seen, done, asked, stalled, started
             asked = True  # uvicorn has now sent "100 Continue" to a client that waited
             if done:  # after the body, receive() waits for a disconnect: no deadline
                 return await receive()
+            started = started or time.monotonic()  # the pace counts from the first read
+            wait = self._wait_s(started, seen)
             try:
-                async with asyncio.timeout(self.body_timeout_s):
+                async with asyncio.timeout(wait):
                     message = await receive()
             except TimeoutError:
                 stalled = True
-                detail = f"nothing arrived for {self.body_timeout_s:g} s (BODY_TIMEOUT_S)"
-                raise Failure.REQUEST_TIMEOUT.error(f"the request body stalled: {detail}") from None
+                raise self._too_slow(wait, started, seen) from None
+            if message["type"] == "http.disconnect":
+                done = True
+                raise client_closed(seen, length)
             seen += len(message.get("body", b""))
             done = not message.get("more_body", False)
             if seen > self.max_bytes:  # chunked bodies declare no length
@@ -104,14 +132,18 @@ class BodyLimitMiddleware:
         await self.app(scope, guarded_receive, lingering_send)
 
 
+def client_closed(seen: int, length: int | None) -> ServiceError:
+    """A client that left before its body had arrived: nobody to answer, nothing the service
+    did wrong; logged once, at INFO, and counted as 499 rather than a 5xx."""
+    of = f" of {length}" if length is not None else ""
+    detail = f"the client closed the connection after {seen}{of} body bytes"
+    log.info("%s", detail)
+    return Failure.CLIENT_CLOSED.error(detail)
+
+
 def _with_close(message: Message) -> Message:
     """A response start that tells uvicorn (and the client) the connection ends with it."""
     return {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
-
-
-def _filename(name: str | None, index: int) -> str:
-    name = (name or "").strip() or f"upload-{index}"
-    return name if len(name) <= MAX_FILENAME else name[:MAX_FILENAME] + "..."
 
 
 def media_type(content_type: str) -> str:
@@ -128,7 +160,7 @@ def raw_image(body: bytes, name: str | None) -> list[Upload]:
     """The one image of an ``image/*`` body."""
     if not body:
         raise Failure.NO_FILES.error("the request body is empty: send the image bytes")
-    return [Upload(_filename(name, 0), body)]
+    return [Upload(upload_name(name, 0), body)]
 
 
 def unsupported(media: str) -> ServiceError:
@@ -140,133 +172,13 @@ def unsupported(media: str) -> ServiceError:
     )
 
 
-def _multipart_problem(message: str, max_files: int) -> ServiceError:
-    if message.startswith(("Too many files", "Too many fields")):
-        detail = f"too many files: at most {max_files} per request (MAX_FILES)"
-        return Failure.TOO_MANY_FILES.error(detail, max_files=max_files)
-    return Failure.MALFORMED_MULTIPART.error(f"malformed multipart body: {message}")
-
-
-def _files(parts: list[tuple[str, str | None, bytes]]) -> list[Upload]:
-    """The parts named 'files' that carry a filename, in order; 422 when there are none."""
-    files = [
-        (filename, data)
-        for name, filename, data in parts
-        if name == "files" and filename is not None
-    ]
-    if not files:
-        got = sorted({name for name, _, _ in parts})
-        raise Failure.NO_FILES.error(
-            "no files: send one or more parts named 'files'"
-            + (f" (got parts named {', '.join(map(repr, got))})" if got else "")
-        )
-    return [Upload(_filename(filename, i), data) for i, (filename, data) in enumerate(files)]
-
-
-def _decode(raw: bytes, charset: str) -> str:
-    try:
-        return raw.decode(charset)
-    except (UnicodeDecodeError, LookupError):
-        return raw.decode("latin-1")
-
-
-class _Parts:
-    """python-multipart callbacks collecting (name, filename or None, bytes) per part."""
-
-    def __init__(self, charset: str, max_files: int) -> None:
-        self.charset, self.max_files = charset, max_files
-        self.parts: list[tuple[str, str | None, bytes]] = []
-        self.files = self.fields = 0
-        self._header = self._value = self._disposition = b""
-        self._data: list[bytes] = []
-        self._name: str = ""
-        self._filename: str | None = None
-
-    def callbacks(self) -> dict[str, object]:
-        return {
-            "on_part_begin": self.begin,
-            "on_part_data": self.data,
-            "on_part_end": self.end,
-            "on_header_field": self.header_field,
-            "on_header_value": self.header_value,
-            "on_header_end": self.header_end,
-            "on_headers_finished": self.headers_finished,
-        }
-
-    def begin(self) -> None:
-        self._data, self._disposition = [], b""
-
-    def data(self, data: bytes, start: int, end: int) -> None:
-        self._data.append(data[start:end])
-        if self._filename is None and sum(map(len, self._data)) > MAX_FIELD_BYTES:
-            raise ValueError(f"Part exceeded maximum size of {MAX_FIELD_BYTES // 1024}KB.")
-
-    def header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header += data[start:end]
-
-    def header_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]
-
-    def header_end(self) -> None:
-        if self._header.lower() == b"content-disposition":
-            self._disposition = self._value
-        self._header = self._value = b""
-
-    def headers_finished(self) -> None:
-        _, options = parse_options_header(self._disposition)
-        if b"name" not in options:
-            raise ValueError('The Content-Disposition header field "name" must be provided.')
-        self._name = _decode(options[b"name"], self.charset)
-        if b"filename" in options:
-            self.files += 1
-            if self.files > self.max_files:
-                raise ValueError(f"Too many files. Maximum number of files is {self.max_files}.")
-            self._filename = _decode(options[b"filename"], self.charset)
-        else:
-            self.fields += 1
-            if self.fields > self.max_files:
-                raise ValueError(f"Too many fields. Maximum number of fields is {self.max_files}.")
-            self._filename = None
-
-    def end(self) -> None:
-        self.parts.append((self._name, self._filename, b"".join(self._data)))
-
-
-def _multipart_params(content_type: str) -> tuple[bytes | None, str]:
-    """(boundary, charset) of a multipart Content-Type."""
-    _, params = parse_options_header(content_type)
-    charset = params.get(b"charset", b"utf-8").decode("latin-1")
-    try:
-        charset = codecs.lookup(charset).name
-    except LookupError:
-        charset = "latin-1"
-    return params.get(b"boundary"), charset
-
-
-def parse_multipart(body: bytes, content_type: str, max_files: int) -> list[Upload]:
-    """The images of a multipart body, parsed directly (the lean path)."""
-    boundary, charset = _multipart_params(content_type)
-    if not boundary:
-        raise _multipart_problem("Missing boundary in multipart.", max_files)
-    collector = _Parts(charset, max_files)
-    try:
-        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
-        parser.write(body)
-        parser.finalize()
-    except ValueError as exc:
-        raise _multipart_problem(str(exc), max_files) from None
-    except FormParserError:
-        raise _multipart_problem("Invalid multipart data.", max_files) from None
-    return _files(collector.parts)
-
-
 async def read_body(receive: Receive) -> bytes:
     """The whole request body (the body guards outside bound its size and pace)."""
     chunks = []
     while True:
         message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ConnectionError("the client went away")
+        if message["type"] == "http.disconnect":  # BodyLimitMiddleware says so first
+            raise Failure.CLIENT_CLOSED.error()
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
