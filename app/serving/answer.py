@@ -25,7 +25,6 @@ from models.framing import FRAME
 # Requests whose images are all small plain PNGs with at most this many pixels in total decode
 # on the event loop (tens of microseconds each); anything bigger decodes in a thread.
 INLINE_PIXELS = 256 * FRAME * FRAME
-CLIENT_LEFT = 499  # nginx's status for a request whose client closed the connection
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ async def answer(
         status = exc.failure.kind.status
         raise
     except asyncio.CancelledError:  # the client left: nothing was answered
-        status = CLIENT_LEFT
+        status = Failure.CLIENT_CLOSED.kind.status
         raise
     finally:
         metrics.requests.labels(label, str(status)).inc()
