@@ -6,8 +6,10 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -18,8 +20,11 @@ from app.failures import Failure
 from app.main import create_app
 from app.serving.decoding import DecoderPool
 from benchmarks import hostile_files
+from benchmarks.harness import process_tree
+from benchmarks.hostile import connect
 from models.data import MnistSplit
 from tests.helpers import png, settings
+from tests.server import Server, start_service
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_SCRIPT = """
@@ -238,3 +243,47 @@ def test_decoded_digits_equal_in_and_out_of_the_decoder(mnist_test: MnistSplit) 
     inside, rejected = asyncio.run(run())
     outside, _ = to_digits(datas, ImageLimits())
     assert not rejected and np.array_equal(inside, outside)
+
+
+def _decoders(server: Server) -> set[int]:
+    """The service's decoder processes: spawned children that map no torch (the worker does)."""
+    found = set()
+    for pid in process_tree(server.proc.pid):
+        try:
+            cmd, maps = Path(f"/proc/{pid}/cmdline").read_bytes(), Path(f"/proc/{pid}/maps")
+            if b"spawn_main" in cmd and b"libtorch" not in maps.read_bytes():
+                found.add(pid)
+        except OSError:
+            continue
+    return found
+
+
+async def test_a_client_that_leaves_stops_its_decoding(tmp_path: Path) -> None:
+    # 61 scans, within the limit: a 36 MP progressive JPEG that takes over a second to decode.
+    slow = hostile_files.progressive_jpeg_scan_bomb(size=6000, repeats=55, stroke=40)
+    log = tmp_path / "log"
+    server = start_service(log, MODELS="lenet", WORKERS="1", DECODE_TIMEOUT_S="60",
+                           REQUEST_TIMEOUT_S="60")  # fmt: skip
+    try:
+        before = _decoders(server)
+        assert before, "no decoder process"
+        _, writer = await connect(server.url)
+        head = (
+            "POST /predict/lenet HTTP/1.1\r\nHost: zoo\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(slow)}\r\n\r\n"
+        )
+        writer.write(head.encode() + slow)
+        await writer.drain()
+        await asyncio.sleep(0.4)  # decoding has begun
+        writer.close()
+        deadline = time.monotonic() + 10
+        while _decoders(server) & before and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not _decoders(server) & before, "the decoder went on after its client left"
+        assert "the client left before its answer" in log.read_text()
+        async with httpx.AsyncClient(base_url=server.url) as c:  # a fresh decoder answers
+            r = await c.post("/predict/lenet", content=_as_jpeg(_ring_png(300)),
+                             headers={"content-type": "image/jpeg"})  # fmt: skip
+            assert r.status_code == 200, r.text
+    finally:
+        server.stop()
