@@ -30,10 +30,13 @@ PAGE_MIN_SIDE = 64
 LIGHT_SIDE = 160
 LIGHT_SQUARE = 1 / 6
 THIN_SQUARE = 1 / 24
+DESK = 0.25  # at the frame's edge and darker than this share of the paper: not the page
+MAX_INK_SHARE = 0.35  # strokes cover less of a frame than this; a page on a desk more
 SAMPLE = 16384  # pixels a quantile of the whole image is taken from
 NOISE_K = 4.0  # ink stands out from the flattened page by this many robust sigmas
 MIN_INK = 0.06  # ... and by at least this much (6% darker than its paper)
 LOW_SHARE, HIGH_SHARE = 0.3, 0.55  # hysteresis: of the ink's own level (its 95th percentile)
+WIDE_LOW_SHARE = 0.5  # ... under the wide square (markers: dark ink)
 LINE_SHARE = 0.45  # a straight run at least this share of the frame's side is a line, not a stroke
 LINE_WIDTH = 3  # pixels taken out along each line found
 LINE_K = 3.0  # lines are looked for among pixels this many noise sigmas above the page
@@ -73,26 +76,44 @@ def _uniform_border(gray: np.ndarray) -> float | None:
 
 
 def ink_is_dark(gray: np.ndarray) -> bool:
-    """Polarity. A uniform border is the page, and the ink lies on the side whose 0.1% tail is
-    farther from it. Otherwise (a photo) a light median is paper, which carries dark ink: glare,
-    however bright, is no ink. On a darker median (a dim or mostly shaded photo) the thin
-    structures decide: whichever of the black and the white top-hat over the narrow square
-    (strokes pass it, shadows and lit areas do not) responds more strongly."""
+    """Polarity. A uniform border is the page (a canvas, a clean scan), and the ink lies on the
+    side whose 0.1% tail is farther from it, the mean deciding between alike tails (unless
+    that side covers too much of the frame to be strokes: a note on a dark desk). Anything
+    else is a photo of paper, which carries dark ink: its median may be a shadow or a desk,
+    its brightest parts glare, its thin bright bits a note's corners, and none of them is ink."""
     small, _ = _working(gray)
     page = _uniform_border(small)
-    if page is not None:
-        lo, hi = np.quantile(small, (0.001, 0.999))
-        dark, light = page - float(lo), float(hi) - page
-        if abs(dark - light) <= 0.25 * max(dark, light):  # alike (or no ink): the mean leans
-            return float(small.mean()) < page
-        return dark > light
-    if _quantile(_sample(small), 0.5) > 0.5:
+    if page is None:
         return True
-    square = _squares(gray)[0]
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (square, square))
-    black = cv2.morphologyEx(small, cv2.MORPH_BLACKHAT, kernel)
-    white = cv2.morphologyEx(small, cv2.MORPH_TOPHAT, kernel)
-    return _quantile(_sample(black), 0.995) >= _quantile(_sample(white), 0.995)
+    lo, hi = np.quantile(small, (0.001, 0.999))
+    dark, light = page - float(lo), float(hi) - page
+    if abs(dark - light) <= 0.25 * max(dark, light):  # alike (or no ink): the mean leans
+        return float(small.mean()) < page
+    if dark > light:
+        return True
+    # Light "ink" covering much of the frame is a page on a dark desk (a sticky note), whose
+    # own ink is dark: strokes cover a small share of a frame.
+    return float((small > page + light / 2).mean()) > MAX_INK_SHARE
+
+
+def off_page(dark: np.ndarray) -> np.ndarray:
+    """What lies around the page rather than on it: regions at the frame's edge far darker than
+    the paper (a desk, a rotated frame's filled corner), grown by the narrow square, in which
+    the closing's corners would otherwise leave ink. A shadow keeps far more of the paper's
+    light than this, and stays page."""
+    small, _ = _working(dark)
+    paper = _quantile(_sample(small), 0.9)
+    low = (small < DESK * paper).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(low, connectivity=8)
+    h, w = small.shape
+    x, y, bw, bh, area = (stats[1:, i] for i in range(5))
+    edge = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
+    keep = np.zeros(n, bool)
+    keep[1:] = edge & (area >= 0.02 * h * w)
+    desk = keep[labels].astype(np.uint8)
+    grow = _squares(dark)[0]
+    desk = cv2.dilate(desk, cv2.getStructuringElement(cv2.MORPH_RECT, (grow, grow)))
+    return cv2.resize(desk, (dark.shape[1], dark.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def flatten(gray: np.ndarray, square: int) -> np.ndarray:
@@ -146,7 +167,7 @@ def _noise_sigma(ink: np.ndarray) -> float:
     return 1.4826 * _quantile(np.abs(sample - med), 0.5)
 
 
-def threshold(ink: np.ndarray) -> np.ndarray | None:
+def threshold(ink: np.ndarray, low_share: float = LOW_SHARE) -> np.ndarray | None:
     """The ink mask: hysteresis between a low and a high threshold set by the ink's own level
     and the page's noise; None when nothing stands out (a blank page)."""
     sigma = _noise_sigma(ink)
@@ -164,7 +185,7 @@ def threshold(ink: np.ndarray) -> np.ndarray | None:
     # stays joined to its stronger part.
     window = max(3, round(min(ink.shape) / 10)) | 1
     nearby = cv2.dilate(smooth, cv2.getStructuringElement(cv2.MORPH_RECT, (window, window)))
-    low = np.maximum(floor, LOW_SHARE * np.minimum(nearby, level))
+    low = np.maximum(floor, low_share * np.minimum(nearby, level))
     weak = (smooth > low).astype(np.uint8)
     n, labels = cv2.connectedComponents(weak, connectivity=8)
     keep = np.zeros(n, bool)
@@ -323,9 +344,13 @@ def page_ink(gray: np.ndarray) -> np.ndarray | None:
     dark = gray if ink_is_dark(gray) else 1 - gray
     scale = _working(gray)[1]
     narrow, wide = _squares(gray)
+    desk = off_page(dark)
     for square in (narrow, wide):
         ink = flatten(dark, square)
-        mask = threshold(ink)
+        ink[desk] = 0
+        # A marker's ink is dark: under the wide square, a paler shadow narrower than it (a
+        # finger's) must not join the strokes it touches.
+        mask = threshold(ink, LOW_SHARE if square == narrow else WIDE_LOW_SHARE)
         if mask is None:
             continue
         lines = find_lines(mask, ink)
