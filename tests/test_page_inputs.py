@@ -6,6 +6,7 @@ The service lists every registered model; only lenet and mnist_cnn have committe
 so AlexNet and the four VGGs are listed as not loaded, as on a fresh clone without a GPU.
 """
 
+import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,3 +235,38 @@ def test_the_models_that_are_not_loaded_take_one_line(browser: Browser, server: 
     assert "vgg19 is not loaded: no checkpoint vgg19.safetensors" in page.inner_text("#error")
     watched.expect_clean()
     page.close()
+
+
+def test_a_phone_photo_dropped_on_the_page_is_read(
+    browser: Browser, server: Server, mnist_test: MnistSplit, tmp_path: Path
+) -> None:
+    """A photo made by the project's own suite (benchmarks.photos): ruled paper, a ballpoint,
+    a lighting gradient, JPEG, perhaps stored sideways with an EXIF orientation."""
+    from PIL import Image
+
+    from benchmarks import photos
+
+    digit, label = mnist_test.images[0, 0].numpy(), str(int(mnist_test.labels[0]))
+    (jpeg,) = photos.render("ruled", digit[None], seed=3)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg)
+    assert min(Image.open(path).size) >= 480  # a frame, not a crop
+    page = open_page(browser, server).page
+    before = latest(page)
+    # Dropped on the drop zone, as a person drags a file from their photos.
+    dropped = page.evaluate_handle(
+        """b64 => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], "photo.jpg", {type: "image/jpeg"}));
+            return data;
+        }""",
+        base64.b64encode(jpeg).decode(),
+    )
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    assert answered(page, before) == ["mnist_cnn: photo.jpg"]
+    card = page.locator("#results .card")
+    assert card.evaluate("c => c.dataset.label") == label
+    seen = card.locator("img").evaluate("i => [i.naturalWidth, i.naturalHeight, i.complete]")
+    assert seen == [28, 28, True]  # the digit the model saw, drawn from the answer
+    page.screenshot(path=str(ARTIFACTS / "page-photo.png"), full_page=True)
