@@ -13,11 +13,14 @@ digit crops. Each step is a named function on one luminance image (float32 in [0
    of the digit crosses or runs darker than them.
 5. components: the digit is the group of ink components around the biggest one that is not a
    line, a speck or something cut off at the frame's edge (a page's edge, a table, a shadow).
-6. strokes: the digit's ink, its pen width brought into MNIST's range (thin ballpoint grown,
-   thick marker thinned), as a soft ink map that app/digits/preprocess.py frames like MNIST.
+6. the digit's ink as a soft map (strokes solid, their edges anti-aliased), which the framing
+   steps fit to MNIST's box, growing a fine pen's strokes to MNIST's width.
+
+The page is read at PAGE_SIDE on its shorter side, and its lighting at LIGHT_SIDE.
 """
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -45,9 +48,6 @@ SPECK_SHARE = 0.02  # components under this share of the biggest one's ink are s
 JOIN = 0.35  # components within this share of the digit's size of its box join it
 HOLLOW = 0.5  # enclosed areas less than this far from the ink towards the paper are ink
 PALER = 0.5  # ... unless they are paler than this share of the main one's darkness (a shadow)
-# Pen width / digit size (as preprocess._stroke_width measures it): MNIST's 1st-99th percentile.
-THIN, THICK = 0.08, 0.28
-TARGET = 0.14
 
 
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -57,13 +57,43 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), k).astype(bool)
 
 
-def _working(gray: np.ndarray) -> tuple[np.ndarray, float]:
-    """The image at about LIGHT_SIDE on its shorter side, and the scale to it."""
-    scale = min(1.0, LIGHT_SIDE / min(gray.shape))
-    if scale == 1.0:
-        return gray, 1.0
-    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), scale
+def _resized(a: np.ndarray, side: int) -> np.ndarray:
+    """``a`` area-averaged down to ``side`` on its shorter side (as it is when smaller)."""
+    f = side / min(a.shape)
+    if f >= 1:
+        return a
+    size = (max(1, round(a.shape[1] * f)), max(1, round(a.shape[0] * f)))
+    return cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page's luminance at PAGE_SIDE, at LIGHT_SIDE (where its lighting is estimated), and
+    the two squares the lighting is estimated over, in LIGHT_SIDE pixels: a narrow one (wider
+    than a pen, narrower than a finger's shadow) and a wide one for a marker's strokes."""
+
+    gray: np.ndarray
+    small: np.ndarray
+    narrow: int
+    wide: int
+
+    @classmethod
+    def of(cls, gray: np.ndarray) -> "Page":
+        """The page of a luminance image of any size."""
+        gray = _resized(gray, PAGE_SIDE)
+        small = _resized(gray, LIGHT_SIDE)
+        side = min(small.shape)
+        narrow = max(3, round(side * THIN_SQUARE)) | 1
+        return cls(gray, small, narrow, max(5, round(side * LIGHT_SQUARE)) | 1)
+
+    @property
+    def scale(self) -> float:
+        """LIGHT_SIDE pixels per PAGE_SIDE pixel."""
+        return self.small.shape[0] / self.gray.shape[0]
+
+    def inverted(self) -> "Page":
+        """The same page in the other polarity."""
+        return Page(1 - self.gray, 1 - self.small, self.narrow, self.wide)
 
 
 def _uniform_border(gray: np.ndarray) -> float | None:
@@ -75,33 +105,33 @@ def _uniform_border(gray: np.ndarray) -> float | None:
     return level if float((np.abs(border - level) <= 0.04).mean()) >= 0.9 else None
 
 
-def ink_is_dark(gray: np.ndarray) -> bool:
+def ink_is_dark(page: Page) -> bool:
     """Polarity. A uniform border is the page (a canvas, a clean scan), and the ink lies on the
     side whose 0.1% tail is farther from it, the mean deciding between alike tails (unless
     that side covers too much of the frame to be strokes: a note on a dark desk). Anything
     else is a photo of paper, which carries dark ink: its median may be a shadow or a desk,
     its brightest parts glare, its thin bright bits a note's corners, and none of them is ink."""
-    small, _ = _working(gray)
-    page = _uniform_border(small)
-    if page is None:
+    small = page.small
+    level = _uniform_border(small)
+    if level is None:
         return True
     lo, hi = np.quantile(small, (0.001, 0.999))
-    dark, light = page - float(lo), float(hi) - page
+    dark, light = level - float(lo), float(hi) - level
     if abs(dark - light) <= 0.25 * max(dark, light):  # alike (or no ink): the mean leans
-        return float(small.mean()) < page
+        return float(small.mean()) < level
     if dark > light:
         return True
     # Light "ink" covering much of the frame is a page on a dark desk (a sticky note), whose
     # own ink is dark: strokes cover a small share of a frame.
-    return float((small > page + light / 2).mean()) > MAX_INK_SHARE
+    return float((small > level + light / 2).mean()) > MAX_INK_SHARE
 
 
-def off_page(dark: np.ndarray) -> np.ndarray:
+def off_page(page: Page) -> np.ndarray:
     """What lies around the page rather than on it: regions at the frame's edge far darker than
     the paper (a desk, a rotated frame's filled corner), grown by the narrow square, in which
     the closing's corners would otherwise leave ink. A shadow keeps far more of the paper's
     light than this, and stays page."""
-    small, _ = _working(dark)
+    small = page.small
     paper = _quantile(_sample(small), 0.9)
     low = (small < DESK * paper).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(low, connectivity=8)
@@ -111,33 +141,24 @@ def off_page(dark: np.ndarray) -> np.ndarray:
     keep = np.zeros(n, bool)
     keep[1:] = edge & (area >= 0.02 * h * w)
     desk = keep[labels].astype(np.uint8)
-    grow = _squares(dark)[0]
-    desk = cv2.dilate(desk, cv2.getStructuringElement(cv2.MORPH_RECT, (grow, grow)))
-    return cv2.resize(desk, (dark.shape[1], dark.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    desk = cv2.dilate(desk, cv2.getStructuringElement(cv2.MORPH_RECT, (page.narrow,) * 2))
+    size = (page.gray.shape[1], page.gray.shape[0])
+    return cv2.resize(desk, size, interpolation=cv2.INTER_NEAREST) > 0
 
 
-def flatten(gray: np.ndarray, square: int) -> np.ndarray:
+def flatten(page: Page, square: int) -> np.ndarray:
     """Dark-on-light luminance -> ink darkness relative to the local page, in [0, 1]: 0 is
-    paper wherever it is lit or shaded, 1 is black ink. The page is a grey closing over a
-    ``square`` (in pixels of the working size): anything narrower is ink.
-
-    A closing keeps a shadow's or a page's edge where it is (max then min over the same square
-    moves a straight step out and back), so the edge leaves no band of false ink; it is taken
-    at full resolution for a narrow square, and at the working size for a wide one, smoothed
-    there (its square's corners would show on a lighting gradient)."""
-    small, scale = _working(gray)
-    full = max(3, round(square / scale)) | 1
-    if scale == 1.0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (full, full))
-        page = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, kernel)
-    else:
-        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (square, square))
-        page_small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel)
-        page_small = cv2.GaussianBlur(page_small, (0, 0), max(1.0, square / 6))
-        page = cv2.resize(
-            page_small, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR
-        )
-    ink = 1 - gray / np.maximum(page, np.float32(1e-3))
+    paper wherever it is lit or shaded, 1 is black ink. The page's own brightness is a grey
+    closing over ``square`` (LIGHT_SIDE pixels), smoothed (its square's corners would show on
+    a lighting gradient): anything narrower is ink. A closing keeps a shadow's or a page's
+    edge where it is (max then min over the same square moves a straight step out and back)."""
+    gray, small = page.gray, page.small
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (square, square))
+    paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel)
+    paper = cv2.GaussianBlur(paper, (0, 0), max(1.0, square / 6))
+    if paper.shape != gray.shape:
+        paper = cv2.resize(paper, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
+    ink = 1 - gray / np.maximum(paper, np.float32(1e-3))
     return np.clip(ink, 0, 1, out=ink)
 
 
@@ -167,10 +188,9 @@ def _noise_sigma(ink: np.ndarray) -> float:
     return 1.4826 * _quantile(np.abs(sample - med), 0.5)
 
 
-def threshold(ink: np.ndarray, low_share: float = LOW_SHARE) -> np.ndarray | None:
+def threshold(ink: np.ndarray, sigma: float, low_share: float) -> np.ndarray | None:
     """The ink mask: hysteresis between a low and a high threshold set by the ink's own level
-    and the page's noise; None when nothing stands out (a blank page)."""
-    sigma = _noise_sigma(ink)
+    and the page's noise ``sigma``; None when nothing stands out (a blank page)."""
     floor = max(NOISE_K * sigma, MIN_INK)
     # The ink's level: a high percentile of the pixels that stand out, smoothed over 3x3 so a
     # few noisy pixels cannot set it.
@@ -188,8 +208,7 @@ def threshold(ink: np.ndarray, low_share: float = LOW_SHARE) -> np.ndarray | Non
     low = np.maximum(floor, low_share * np.minimum(nearby, level))
     weak = (smooth > low).astype(np.uint8)
     n, labels = cv2.connectedComponents(weak, connectivity=8)
-    keep = np.zeros(n, bool)
-    keep[np.unique(labels[smooth > high])] = True
+    keep = np.bincount(labels[smooth > high], minlength=n) > 0
     keep[0] = False
     return keep[labels]
 
@@ -201,8 +220,9 @@ def _segments(thin: np.ndarray, span: float) -> np.ndarray:
     cost grows with the points it votes for, and a paper's grid has many."""
     h, w = thin.shape
     half = thin[: h - h % 2, : w - w % 2].reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3))
+    points = np.where(half, np.uint8(255), np.uint8(0))
     found = cv2.HoughLinesP(
-        half.astype(np.uint8) * 255, 1, np.pi / 180, threshold=max(8, int(span * 0.25)),
+        points, 1, np.pi / 180, threshold=max(8, int(span * 0.25)),
         minLineLength=int(span / 2), maxLineGap=max(2, int(span / 20)),
     )  # fmt: skip
     return np.zeros((0, 4), np.int32) if found is None else found.reshape(-1, 4) * 2 + 1
@@ -230,14 +250,14 @@ def _lines(segments: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return spans | (parallel >= 2)
 
 
-def find_lines(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+def find_lines(mask: np.ndarray, ink: np.ndarray, sigma: float) -> np.ndarray:
     """The mask's pixels that belong to paper lines or long straight edges, except where the
     ink runs darker along them than the lines themselves are (a stroke on a line)."""
     h, w = mask.shape
     # Lines are looked for in everything above the page's noise (a faint line breaks into
     # dashes at the ink's threshold), among thin structures only: those an opening by a 5 px
     # disc removes, so a thick stroke or a filled blob never yields a "line" through it.
-    faint = ink > max(LINE_K * _noise_sigma(ink), MIN_INK / 2)
+    faint = ink > max(LINE_K * sigma, MIN_INK / 2)
     opened = cv2.morphologyEx(
         faint.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     ).astype(bool)
@@ -256,7 +276,7 @@ def find_lines(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     if not on_line.any():
         return none
     # A line's own darkness: its typical pixel. Ink clearly darker than that is a stroke.
-    line_level = float(np.median(ink[on_line]))
+    line_level = _quantile(ink[on_line], 0.5)
     darker = ink > line_level + max(0.15, 0.5 * line_level)
     return on_line & ~darker
 
@@ -329,43 +349,35 @@ def hollow(digit: np.ndarray, dark: np.ndarray) -> bool:
     return enclosed - stroke < HOLLOW * (paper - stroke)
 
 
-def _squares(gray: np.ndarray) -> tuple[int, int]:
-    """The closing's square, in working-size pixels: a narrow one (wider than a pen, narrower
-    than a finger's shadow), and a wide one for marker strokes."""
-    side = min(_working(gray)[0].shape)
-    return max(3, round(side * THIN_SQUARE)) | 1, max(5, round(side * LIGHT_SQUARE)) | 1
-
-
 def page_ink(gray: np.ndarray) -> np.ndarray | None:
     """A page's luminance -> the digit's ink (float32, white on black, peak 1) with everything
-    else zeroed; None when no digit stands out."""
-    if min(gray.shape) > PAGE_SIDE:  # a digit 20% of the frame's height keeps 60 px or more
-        f = PAGE_SIDE / min(gray.shape)
-        size = (round(gray.shape[1] * f), round(gray.shape[0] * f))
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-    sample = _sample(gray)
+    else zeroed, at PAGE_SIDE; None when no digit stands out."""
+    page = Page.of(gray)
+    sample = _sample(page.gray)
     if _quantile(sample, 0.999) - _quantile(sample, 0.001) < MIN_INK:
         return None  # one level: nothing stands out
-    dark = gray if ink_is_dark(gray) else 1 - gray
-    scale = _working(gray)[1]
-    narrow, wide = _squares(gray)
-    desk = off_page(dark)
-    for square in (narrow, wide):
-        ink = flatten(dark, square)
+    if not ink_is_dark(page):
+        page = page.inverted()
+    desk = off_page(page)
+    for square in (page.narrow, page.wide):
+        ink = flatten(page, square)
         ink[desk] = 0
+        sigma = _noise_sigma(ink)
         # A marker's ink is dark: under the wide square, a paler shadow narrower than it (a
         # finger's) must not join the strokes it touches.
-        mask = threshold(ink, LOW_SHARE if square == narrow else WIDE_LOW_SHARE)
+        mask = threshold(ink, sigma, LOW_SHARE if square == page.narrow else WIDE_LOW_SHARE)
         if mask is None:
             continue
-        lines = find_lines(mask, ink)
+        lines = find_lines(mask, ink, sigma)
         digit = digit_mask(mask & ~lines, ink)
         if digit is None:
             continue
         digit = heal(digit, lines)
         # Strokes not comfortably narrower than the square were taken for page in part (a
         # marker's): read the page again with the wide square.
-        if square == narrow and (stroke_width(digit) * scale > 0.6 * square or hollow(digit, dark)):
+        if square == page.narrow and (
+            stroke_width(digit) * page.scale > 0.6 * square or hollow(digit, page.gray)
+        ):
             continue
         # The ink's own level inside the digit: strokes come out solid, their edges soft.
         level = _quantile(ink[digit], 0.9)
