@@ -14,7 +14,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 import app.engine.host
+import app.engine.local
 import app.frontend.uploads
+from app.engine.batching import DeviceLost
 from app.engine.predictor import Predictor
 from app.frontend.uploads import LINGER_BYTES, discard_body
 from app.main import create_app
@@ -102,6 +104,30 @@ async def test_a_model_that_raises_fails_only_its_batch(seven: bytes) -> None:
         r = await c.post("/predict/lenet", files={"files": seven})
         assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "7"
         assert (await c.get("/health/ready")).status_code == 200
+
+
+async def test_a_lost_device_takes_readiness_down_and_ends_the_worker(
+    monkeypatch: pytest.MonkeyPatch, seven: bytes
+) -> None:
+    ended: list[str] = []
+    monkeypatch.setattr(app.engine.local, "fail_process", ended.append)  # not SIGTERM: tests
+    application = create_app(settings(models=("lenet",)))
+    async with _client(application) as c:
+        assert (await c.get("/health/ready")).status_code == 200
+
+        def lose(fn: Callable) -> Callable:
+            def call(x: torch.Tensor) -> torch.Tensor:
+                raise DeviceLost("cuda:0 can run nothing more: CUDA error: illegal memory access")
+
+            return call
+
+        _wrap_model(application, "lenet", lose)
+        r = await c.post("/predict/lenet", files={"files": seven})
+        assert r.status_code == 500 and r.json()["type"] == "/problems/inference-failed"
+        assert (await c.get("/health/ready")).status_code == 503
+        assert ended and "device failed" in ended[0]
+        r = await c.post("/predict/lenet", files={"files": seven})  # another replica can answer
+        assert r.status_code == 503 and r.json()["type"] == "/problems/shutting-down"
 
 
 def test_out_of_memory_splits_the_batch() -> None:
