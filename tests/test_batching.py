@@ -145,6 +145,40 @@ async def test_pending_batches_overlap_two_deep_and_keep_order() -> None:
     await b.stop()
 
 
+class Chained:
+    """A model call whose batch k finishes only once batch k+1 has been launched (or after
+    ``patience_s``): a pipeline that waits for both batches in flight before launching the next
+    one stalls on every batch."""
+
+    def __init__(self, batches: int, patience_s: float = 3.0) -> None:
+        self.launched = [threading.Event() for _ in range(batches + 1)]
+        self.launched[batches].set()  # nothing follows the last batch
+        self.count, self.stalled, self.patience_s = 0, 0, patience_s
+
+    def __call__(self, x: Tensor) -> "Chained.Pending":
+        k, self.count = self.count, self.count + 1
+        self.launched[k].set()
+        return Chained.Pending(self, k, x)
+
+    class Pending:
+        def __init__(self, owner: "Chained", k: int, x: Tensor) -> None:
+            self.owner, self.k, self.x = owner, k, x
+
+        def wait(self) -> Tensor:
+            if not self.owner.launched[self.k + 1].wait(self.owner.patience_s):
+                self.owner.stalled += 1
+            return self.x * 2
+
+
+async def test_the_next_batch_launches_as_soon_as_one_of_two_in_flight_finishes() -> None:
+    fn = Chained(batches=8)
+    b = _batcher(fn, max_batch_size=1, depth=2)  # type: ignore[arg-type]
+    outs = await asyncio.gather(*(b.enqueue(_x(1, i)) for i in range(8)))
+    assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(8)]
+    assert fn.count == 8 and fn.stalled == 0  # batch k+2 went in before batch k+1 was done
+    await b.stop()
+
+
 class Gate:
     """A model call that blocks until the gate opens: queued work that cannot drain alone."""
 
@@ -156,6 +190,22 @@ class Gate:
         self.entered.set()
         self.open.wait(10)
         return x * 2
+
+
+async def test_batchers_sharing_a_thread_stopped_together_answer_everything() -> None:
+    thread = ModelThread("shared")
+    quick, gate = Recorder(), Gate()
+    a = _batcher(quick, thread=thread, max_batch_size=1)
+    b = _batcher(gate, thread=thread, max_batch_size=1)  # type: ignore[arg-type]
+    await a.enqueue(_x(1))  # a is done: nothing queued, nothing running
+    accepted = [b.enqueue(_x(1, i)) for i in range(9)]
+    await asyncio.to_thread(gate.entered.wait, 10)  # b's first batch holds the thread
+    threading.Timer(0.2, gate.open.set).start()  # not from the loop: a wrong stop blocks it
+    async with asyncio.timeout(20):  # a's stop must not end the thread b still needs
+        await asyncio.gather(a.stop(), b.stop())
+        outs = await asyncio.gather(*accepted)
+    assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(9)]
+    thread.stop()
 
 
 async def test_a_lost_device_fails_the_batch_and_the_queue_and_refuses_new_work() -> None:
