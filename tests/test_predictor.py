@@ -10,10 +10,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from app.engine.predictor import RING, Predictor, bucket_sizes, device_lost
 from models import runtime
-from models.checkpoint import DIGIT_LABELS, CheckpointMeta, LoadedCheckpoint, load_checkpoint
-from models.registry import get_input_spec, get_model
-from models.transforms import MNIST_MEAN, MNIST_STD
-from tests.helpers import WEIGHTS
+from models.checkpoint import LoadedCheckpoint, load_checkpoint
+from tests.helpers import WEIGHTS, random_checkpoint
 
 
 class FakePending:
@@ -140,20 +138,7 @@ class _FullSizeTensors(TorchDispatchMode):
 
 
 def test_the_224_input_is_written_once_in_the_serving_dtype() -> None:
-    meta = CheckpointMeta(
-        architecture="alexnet",
-        arch_kwargs={},
-        input_spec=get_input_spec("alexnet"),
-        mean=MNIST_MEAN,
-        std=MNIST_STD,
-        labels=DIGIT_LABELS,
-        test_accuracy=0.0,
-        test_loss=0.0,
-        train_command="test",
-        seed=0,
-        dataset_fingerprint="none",
-    )
-    ckpt = LoadedCheckpoint(get_model("alexnet").eval(), meta, WEIGHTS / "alexnet", "0")
+    ckpt = random_checkpoint("alexnet")
     predictor = Predictor(ckpt, torch.device("cpu"), torch.bfloat16, 2)
     seen: list[Tensor] = []
 
