@@ -5,7 +5,6 @@ people run it (``python -m app``), baselines by their own command lines.
 """
 
 import contextlib
-import importlib.util
 import os
 import signal
 import socket
@@ -18,19 +17,6 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-# What ``python -m app`` imports beyond torch and numpy (import names, not package names).
-SERVICE_MODULES = (
-    "fastapi", "fastapi_offline", "starlette", "uvicorn", "httptools", "pydantic",
-    "pydantic_settings", "python_multipart", "prometheus_client", "orjson", "pyspng", "PIL",
-    "safetensors", "httpx",
-)  # fmt: skip
-
-
-def missing_modules(names: tuple[str, ...] = SERVICE_MODULES) -> list[str]:
-    """The modules of ``names`` this interpreter cannot import."""
-    return [name for name in names if importlib.util.find_spec(name) is None]
 
 
 def free_port() -> int:

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from benchmarks.gpu_readings import context_pids, memory_used_mib
-from benchmarks.harness import free_port, missing_modules, service_command, start_server
+from benchmarks.harness import free_port, service_command, start_server
+from benchmarks.needs import missing
 from benchmarks.wrk import digit_pngs, find_wrk, run_wrk, write_payloads
 from models.checkpoint import DIGIT_LABELS, CheckpointMeta, save_checkpoint
 from models.registry import get_input_spec, get_model
@@ -117,17 +118,18 @@ def synthetic_pngs(n: int) -> list[bytes]:
 
 def preflight() -> None:
     """Say what is missing (wrk, the service's packages) before anything is measured."""
-    missing = missing_modules()
-    if missing:
+    absent = missing()
+    if absent:
         raise RuntimeError(
-            f"the service needs Python packages that are not importable: {', '.join(missing)} "
+            f"the service needs Python packages that are not importable: {', '.join(absent)} "
             "(scripts/gpu_check.sh installs them from WHEELS=<folder of wheels>)"
         )
     find_wrk()
 
 
-def _server_env(args: argparse.Namespace, name: str, device: torch.device, layout: str,
-                weights: Path) -> dict[str, str]:  # fmt: skip
+def _server_env(
+    args: argparse.Namespace, name: str, device: torch.device, layout: str, weights: Path
+) -> dict[str, str]:
     env = {
         "WEIGHTS_DIR": str(weights),
         "MODELS": name,
@@ -151,8 +153,9 @@ def _layout_rows(
     port = free_port()
     env = _server_env(args, name, device, layout, tmp / "weights")
     log = tmp / f"{name}-{layout}.log"
-    server = start_server(f"{name}-{layout}", service_command(port), env, "/health/ready",
-                          port=port, log=log)  # fmt: skip
+    server = start_server(
+        f"{name}-{layout}", service_command(port), env, "/health/ready", port=port, log=log
+    )
     rows: list[dict[str, Any]] = []
     try:
         url = f"{server.url}/predict/{name}"

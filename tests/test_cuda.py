@@ -199,16 +199,23 @@ def pngs(mnist_test: MnistSplit) -> list[bytes]:
 
 def test_the_model_owner_serves_cuda_through_http(pngs: list[bytes]) -> None:
     before = set(context_pids(CUDA) or [])
-    server = start_service(DEVICE="cuda", ENGINE="shared", WORKERS="2", DTYPE="float32",
-                           MODELS="lenet,mnist_cnn", MAX_BATCH_SIZE="64")  # fmt: skip
+    server = start_service(
+        DEVICE="cuda",
+        ENGINE="shared",
+        WORKERS="2",
+        DTYPE="float32",
+        MODELS="lenet,mnist_cnn",
+        MAX_BATCH_SIZE="64",
+    )
     try:
         contexts = context_pids(CUDA)
         with httpx.Client(base_url=server.url, timeout=120) as client:
             for name in ("lenet", "mnist_cnn"):
                 card = client.get(f"/models/{name}").json()
                 assert card["device"] == "cuda" and card["dtype"] == "float32"
-                cpu = Predictor(load_checkpoint(WEIGHTS / f"{name}.safetensors"), CPU,
-                                torch.float32, 64)  # fmt: skip
+                cpu = Predictor(
+                    load_checkpoint(WEIGHTS / f"{name}.safetensors"), CPU, torch.float32, 64
+                )
                 got = []
                 for start in range(0, len(pngs), 64):
                     files = [("files", (f"{i}.png", pngs[i])) for i in range(start, start + 64)]
@@ -226,8 +233,15 @@ def test_the_model_owner_serves_cuda_through_http(pngs: list[bytes]) -> None:
 def test_a_device_side_assert_stops_the_service_with_an_error(pngs: list[bytes]) -> None:
     port = free_port()
     command = [sys.executable, str(ROOT / "tests" / "device_lost_service.py"), "--port", str(port)]
-    env = {"WEIGHTS_DIR": str(WEIGHTS), "DEVICE": "cuda", "MODELS": "lenet", "FAULT": "cuda",
-           "ENGINE": "shared", "WORKERS": "2", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    env = {
+        "WEIGHTS_DIR": str(WEIGHTS),
+        "DEVICE": "cuda",
+        "MODELS": "lenet",
+        "FAULT": "cuda",
+        "ENGINE": "shared",
+        "WORKERS": "2",
+        "PYTHONPATH": str(ROOT),
+    }
     server = start_server("service", command, env, "/health/ready", port=port)
     try:
         files = [("files", (f"{i}.png", pngs[i])) for i in range(3)]

@@ -81,7 +81,7 @@ def test_the_gpu_benchmark_says_what_is_missing_before_it_measures(
     args = argparse.Namespace(gpu_models="lenet", gpu_device="cuda", dtype="auto")
     with pytest.raises(RuntimeError, match="WRK=/path/to/wrk"):
         benchmarks.serve_gpu.gpu_main(args)
-    monkeypatch.setattr(benchmarks.serve_gpu, "missing_modules", lambda: ["fastapi", "uvicorn"])
+    monkeypatch.setattr(benchmarks.serve_gpu, "missing", lambda: ["fastapi", "uvicorn"])
     with pytest.raises(RuntimeError, match="not importable: fastapi, uvicorn"):
         benchmarks.serve_gpu.gpu_main(args)
     assert os.environ["PATH"] == str(no_wrk_on_path / "bin")
