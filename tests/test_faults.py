@@ -2,6 +2,7 @@
 
 import asyncio
 import shutil
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -220,16 +221,32 @@ def test_body_over_the_limit_is_refused_before_reading(seven: bytes) -> None:
 async def test_full_queue_refuses_before_decoding(seven: bytes) -> None:
     app = create_app(settings(models=("lenet",), max_queue=2, max_files=2, max_batch_size=2))
     async with _client(app) as c:
-        _wrap_model(app, "lenet", lambda fn: lambda x: (time.sleep(0.3), fn(x))[1])
+        entered, release = threading.Event(), threading.Event()
+
+        def gated(fn: Callable) -> Callable:
+            def call(x: torch.Tensor) -> torch.Tensor:
+                entered.set()
+                release.wait(30)
+                return fn(x)  # type: ignore[no-any-return]
+
+            return call
+
+        _wrap_model(app, "lenet", gated)
         busy = asyncio.create_task(c.post("/predict/lenet", files={"files": seven}))
-        await asyncio.sleep(0.05)  # its image is in the model; two more fill the queue
-        queued = asyncio.create_task(
-            c.post("/predict/lenet", files=[("files", seven), ("files", seven)])
-        )
-        await asyncio.sleep(0.05)
-        # Undecodable, yet 503 rather than 422: the queue was checked before any decoding.
-        r = await c.post("/predict/lenet", files={"files": ("x.png", b"not an image")})
-        assert r.status_code == 503 and r.json()["type"] == "/problems/queue-full"
+        try:
+            assert await asyncio.to_thread(entered.wait, 30)  # its image is in the model
+            queued = asyncio.create_task(
+                c.post("/predict/lenet", files=[("files", seven), ("files", seven)])
+            )
+            batcher = _batcher(app, "lenet")
+            async with asyncio.timeout(30):  # two more images fill the queue
+                while batcher.queued_images < 2:  # type: ignore[attr-defined]
+                    await asyncio.sleep(0.01)
+            # Undecodable, yet 503 rather than 422: the queue was checked before any decoding.
+            r = await c.post("/predict/lenet", files={"files": ("x.png", b"not an image")})
+            assert r.status_code == 503 and r.json()["type"] == "/problems/queue-full"
+        finally:
+            release.set()
         assert [t.status_code for t in await asyncio.gather(busy, queued)] == [200, 200]
 
 
