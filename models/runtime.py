@@ -60,17 +60,23 @@ def bind_thread(device: torch.device) -> None:
     """Make ``device`` this thread's CUDA device (each thread has its own, GPU 0 until set):
     a thread left on GPU 0 makes a context there as soon as it touches CUDA, and leaving a
     ``torch.cuda.stream`` of another GPU switches it back to 0. Nothing on the CPU."""
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:  # no index: the current one
         torch.cuda.set_device(device)
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> the first CUDA device when there is one, else the CPU; refuse absent CUDA."""
+    """'auto' -> the first CUDA device when there is one, else the CPU; refuse absent CUDA.
+
+    A CUDA device always comes with its index ("cuda" is the current one), so that every
+    thread that binds itself to it (``bind_thread``) binds to the same GPU.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name} asked for, but CUDA is not available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 

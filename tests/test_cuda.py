@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -119,6 +120,20 @@ def test_the_224_path_against_float32() -> None:
     assert (half - fp32).abs().max() < 1e-2  # bfloat16 (float16 before compute capability 8)
 
 
+def test_waiting_for_a_batch_sleeps_instead_of_spinning() -> None:
+    predictor = Predictor(random_checkpoint("vgg16"), CUDA, inference_dtype(CUDA), 256)
+    x = torch.randint(0, 256, (256, 1, 28, 28), dtype=torch.uint8)
+    predictor(x)  # kernels chosen, memory cached
+    first, second = predictor.launch(x), predictor.launch(x)
+    cpu, wall = time.thread_time(), time.perf_counter()
+    second.wait()  # type: ignore[union-attr]
+    cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+    first.wait()  # type: ignore[union-attr]
+    if wall < 0.01:
+        pytest.skip(f"the GPU finished in {wall * 1000:.1f} ms: too soon to tell")
+    assert cpu < 0.5 * wall, (cpu, wall)  # a blocking event: the thread slept
+
+
 def _reserved_peak(predictor: Predictor, digits: torch.Tensor) -> tuple[int, torch.Tensor]:
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
@@ -212,7 +227,7 @@ def test_the_model_owner_serves_cuda_through_http(pngs: list[bytes]) -> None:
         with httpx.Client(base_url=server.url, timeout=120) as client:
             for name in ("lenet", "mnist_cnn"):
                 card = client.get(f"/models/{name}").json()
-                assert card["device"] == "cuda" and card["dtype"] == "float32"
+                assert card["device"] == "cuda:0" and card["dtype"] == "float32"
                 cpu = Predictor(
                     load_checkpoint(WEIGHTS / f"{name}.safetensors"), CPU, torch.float32, 64
                 )

@@ -181,3 +181,16 @@ def test_the_dtype_follows_the_compute_capability(
     assert runtime.training_amp(gpu, "bf16") == torch.bfloat16
     assert runtime.training_amp(gpu, "off") is None
     assert runtime.inference_dtype(torch.device("cpu"), "auto") == torch.float32
+
+
+def test_every_thread_binds_to_one_explicit_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    bound: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "set_device", bound.append)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert runtime.resolve_device("cuda") == torch.device("cuda", 0)  # the index made explicit
+    assert runtime.resolve_device("cuda:1") == torch.device("cuda", 1)
+    runtime.bind_thread(torch.device("cuda", 1))
+    runtime.bind_thread(torch.device("cuda"))  # no index: the thread's current device, as is
+    runtime.bind_thread(torch.device("cpu"))
+    assert bound == [torch.device("cuda", 1)]
