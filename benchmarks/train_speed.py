@@ -1,4 +1,4 @@
-"""Training speed of mnist_cnn: our pipeline against the seed project's loop, in the same run.
+"""Training speed of mnist_cnn: our pipeline against the seed's loop, measured in the same run.
 
 The baseline is the seed's loop: torchvision MNIST + ToTensor/Normalize + DataLoader(batch 100,
 shuffle) + Adam, fp32. Ours is the training CLI's own steps (models/train.py): uint8 tensors on

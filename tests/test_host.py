@@ -27,6 +27,7 @@ class FakeCudaPredictor:
         self, ckpt: LoadedCheckpoint, device: torch.device, dtype: torch.dtype, max_batch: int
     ) -> None:
         self.device, self.dtype, self.on_shrink = device, dtype, None
+        self.fits = max_batch
         self._saw("placed")
 
     def _saw(self, what: str) -> None:
@@ -34,6 +35,7 @@ class FakeCudaPredictor:
 
     def warm_up(self) -> dict[int, str]:
         self._saw("warmed")
+        self.fits = 8  # the largest size warm-up found room for
         return {}
 
     def launch(self, digits: Tensor) -> Tensor:
@@ -73,6 +75,8 @@ async def test_on_cuda_each_model_is_placed_warmed_and_run_in_its_own_thread(
         seen = FakeCudaPredictor.threads
         assert seen["placed"] == seen["warmed"] == seen["ran"] == {"model-lenet", "model-mnist_cnn"}
         assert {h.batcher.depth for h in host.hosted.values()} == {2}
+        assert {h.batcher.max_batch_size for h in host.hosted.values()} == {8}
+        assert {h.card.max_batch_size for h in host.hosted.values()} == {conf.max_batch_size}
     finally:
         await host.stop()
     assert not any(t.name.startswith("model-") for t in threading.enumerate())

@@ -238,7 +238,7 @@ class ModelHost:
         return DynamicBatcher(
             predictor.launch,
             name=name,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=predictor.fits,  # below MAX_BATCH_SIZE if warm-up ran out of memory
             max_delay_s=settings.max_batch_delay_ms / 1000,
             max_queue=settings.max_queue,
             depth=predictor.depth,

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -174,7 +175,7 @@ async def _serve(settings: Settings, socket_path: Path, parent: Connection) -> i
 
 
 def run(settings: Settings, socket_path: str, parent: Connection) -> None:
-    """The model owner's main (a spawned process); exits with status 1 if its device failed."""
+    """The model owner's main (a spawned process); exits with status 1 if its device is lost."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.configure()
@@ -188,4 +189,6 @@ def run(settings: Settings, socket_path: str, parent: Connection) -> None:
             code = runner.run(_serve(settings, Path(socket_path), parent))
     finally:
         mark_process_dead()
-    sys.exit(code)
+    if code:  # the device is lost: skip the interpreter's teardown, which would touch it
+        sys.stderr.flush()
+        os._exit(code)
