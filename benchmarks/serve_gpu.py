@@ -99,6 +99,8 @@ def bare_throughput(
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()  # leave the memory to the service measured next
+    if not rates:  # out of memory at the first size: what the service holds left no room
+        return {"by_batch": {}, "best_batch": None, "best_images_s": None}
     best = max(rates, key=rates.__getitem__)
     return {"by_batch": rates, "best_batch": best, "best_images_s": rates[best]}
 
@@ -145,9 +147,16 @@ def _server_env(
 
 
 def _layout_rows(
-    args: argparse.Namespace, name: str, layout: str, device: torch.device, tmp: Path, best: int
+    args: argparse.Namespace,
+    name: str,
+    layout: str,
+    device: torch.device,
+    tmp: Path,
+    sweep: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """One layout of the service against the bare model at its best batch, round by round."""
+    """One layout of the service against the bare model at its best batch, round by round
+    (the sweep's figure where the service left the bare model no room)."""
+    best = sweep["best_batch"]
     dtype = inference_dtype(device, args.dtype)
     idle_mib, idle_contexts = memory_used_mib(device), context_pids(device)
     port = free_port()
@@ -163,6 +172,8 @@ def _layout_rows(
         run_wrk(url, payloads, args.gpu_connections, args.warmup)
         for rnd in range(args.rounds):  # alternate, so drift hits both alike
             bare = bare_throughput(name, device, dtype, args.duration / 2, (best,))
+            if bare["best_images_s"] is None:
+                bare = {**sweep, "from_sweep": True}
             r = run_wrk(url, payloads, args.gpu_connections, args.duration)
             mib, contexts = memory_used_mib(device), context_pids(device)
             rows.append(
@@ -210,7 +221,7 @@ def gpu_main(args: argparse.Namespace) -> dict[str, Any]:
             rows = [
                 row
                 for layout in LAYOUTS
-                for row in _layout_rows(args, name, layout, device, tmp, sweep["best_batch"])
+                for row in _layout_rows(args, name, layout, device, tmp, sweep)
             ]
             results.append({**_summary(name, rows), "bare_sweep": sweep})
     _print(results, device, dtype, args)
