@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.engine.batching import DeviceLost
 from app.engine.client import RemoteEngine
+from app.engine.owner import _Frontend
 from app.engine.owner_process import OwnerProcess
+from app.engine.wire import HEADER, RESULT, failure_from
 from app.failures import Failure, ServiceError
 from app.main import create_app
 from models.data import MnistSplit
@@ -133,3 +136,28 @@ async def test_a_closed_engine_refuses_new_work(digits: np.ndarray) -> None:
         with pytest.raises(ServiceError) as refused:
             await client.classify("lenet", digits[:1])
         assert refused.value.failure is Failure.SHUTTING_DOWN
+
+
+def test_the_owner_passes_a_refusal_on_and_hides_a_model_error() -> None:
+    written: list[bytes] = []
+
+    class Writer:
+        def write(self, data: bytes) -> None:
+            written.append(data)
+
+    frontend = _Frontend(None, Writer())  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    try:
+        for rid, exc in [
+            (1, Failure.SHUTTING_DOWN.error("lenet cannot run: its device failed")),
+            (2, DeviceLost("cuda:0 can run nothing more: CUDA error: an illegal memory access")),
+        ]:
+            future = loop.create_future()
+            future.set_exception(exc)
+            frontend.done(rid, 0, 1, future)
+    finally:
+        loop.close()
+    replies = [failure_from(w[HEADER.size + RESULT.size :]) for w in written]
+    assert [r.failure for r in replies] == [Failure.SHUTTING_DOWN, Failure.INFERENCE_FAILED]
+    assert replies[0].detail == "lenet cannot run: its device failed"  # a retry elsewhere works
+    assert "illegal" not in replies[1].detail  # internals stay in the owner's log
