@@ -67,6 +67,7 @@ async def test_on_cuda_each_model_is_placed_warmed_and_run_in_its_own_thread(
     torch.set_num_threads(2)
     conf = settings(models=("lenet", "mnist_cnn"), dtype="float32")
     host = await ModelHost.start(conf, Metrics(), torch_threads=1)
+    threads = [t._thread for t in host.threads]
     try:
         assert torch.get_num_threads() == 1  # no idle OpenMP pool spinning beside the frontends
         assert on_cuda == [False]  # DTYPE=float32 computes in float32
@@ -79,7 +80,8 @@ async def test_on_cuda_each_model_is_placed_warmed_and_run_in_its_own_thread(
         assert {h.card.max_batch_size for h in host.hosted.values()} == {conf.max_batch_size}
     finally:
         await host.stop()
-    assert not any(t.name.startswith("model-") for t in threading.enumerate())
+    assert [t.name for t in threads] == ["model-lenet", "model-mnist_cnn"]
+    assert not any(t.is_alive() for t in threads)  # the host stops the threads it made
 
 
 async def test_on_the_cpu_every_model_is_warmed_in_the_shared_model_thread(
