@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "benchmarks" / "results"))
     )
-    p.add_argument("--budget-s", type=float, default=sum(SHARES.values()))
+    p.add_argument(
+        "--budget-s", type=float, help=f"default {sum(SHARES.values())} s; a dry run: 30 min"
+    )
     p.add_argument("--section", choices=list(SHARES), help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -204,12 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     for problem in results["preflight"]["problems"]:
         print(f"gpu_check: missing: {problem}", flush=True)
-    deadline = time.monotonic() + args.budget_s
+    budget = args.budget_s or (1800 if args.dry_run else sum(SHARES.values()))
+    deadline = time.monotonic() + budget
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         names = list(SHARES)
         for i, name in enumerate(names):
             left = deadline - time.monotonic()
-            timeout = max(10.0, left * SHARES[name] / sum(SHARES[n] for n in names[i:]))
+            timeout = max(30.0, left * SHARES[name] / sum(SHARES[n] for n in names[i:]))
             print(f"gpu_check: {name} (up to {timeout:.0f} s)", flush=True)
             section = run_section(name, args, Path(tmp), timeout)
             results["sections"][name] = section
