@@ -6,7 +6,8 @@
    model owner (or, in the ``worker`` layout, loads its own copy of the models).
 4. On SIGTERM or Ctrl-C, uvicorn drains the workers (each finishes what it accepted), then the
    model owner finishes and exits. If the model owner dies, the service shuts down with an
-   error, so that Docker or Kubernetes restarts it whole.
+   error, so that Docker or Kubernetes restarts it whole; so does a device that fails for good
+   (app/lifecycle.py).
 """
 
 import argparse
@@ -26,6 +27,7 @@ from app import logs
 from app.config import Settings
 from app.engine.wire import shm_dir
 from app.layout import MULTIPROCESS_ENV, Layout, plan
+from app.lifecycle import fail_process, failed
 
 if TYPE_CHECKING:
     from app.engine.owner_process import OwnerProcess
@@ -34,13 +36,11 @@ log = logging.getLogger("app")
 GRACEFUL_SHUTDOWN_S = 30
 
 
-def _watch(owner: "OwnerProcess", stopping: threading.Event, failed: threading.Event) -> None:
+def _watch(owner: "OwnerProcess", stopping: threading.Event) -> None:
     """If the model owner exits before we stop it, stop the whole service."""
     owner.process.join()
     if not stopping.is_set():
-        log.error("the model owner exited (code %s); stopping", owner.process.exitcode)
-        failed.set()
-        os.kill(os.getpid(), signal.SIGTERM)
+        fail_process(f"the model owner exited (code {owner.process.exitcode})")
 
 
 def serve(layout: Layout, host: str, port: int, run_dir: Path) -> int:
@@ -51,14 +51,14 @@ def serve(layout: Layout, host: str, port: int, run_dir: Path) -> int:
     # Set before any process of the service imports prometheus_client (this one has not).
     os.environ[MULTIPROCESS_ENV] = str(metrics_dir)
     settings = Settings()  # as every worker will read it: with the layout resolved
-    stopping, failed = threading.Event(), threading.Event()
+    stopping = threading.Event()
     owner = None
     if layout.engine == "shared":
         from app.engine.owner_process import OwnerProcess
 
         owner = OwnerProcess.start(settings, run_dir)
         os.environ["ENGINE_SOCKET"] = str(owner.socket)
-        threading.Thread(target=_watch, args=(owner, stopping, failed), daemon=True).start()
+        threading.Thread(target=_watch, args=(owner, stopping), daemon=True).start()
     log.info(
         "serving on %s:%d: %d worker(s), models %s on %s",
         host,
@@ -86,7 +86,7 @@ def serve(layout: Layout, host: str, port: int, run_dir: Path) -> int:
         stopping.set()
         if owner is not None:
             owner.stop()
-    return 1 if failed.is_set() else 0
+    return 1 if failed() else 0
 
 
 class _Stop(Exception):
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, _stop)
     try:
         return serve(layout, args.host or settings.host, args.port or settings.port, run_dir)
-    except _Stop:
-        return 0
+    except _Stop:  # uvicorn drained its worker in this process, then re-raised the signal
+        return 1 if failed() else 0
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 

@@ -29,8 +29,10 @@ class Settings(BaseSettings):
     models: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="comma-separated models to serve; empty = every registered model"
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "bfloat16", description="inference dtype on CUDA (the CPU always runs float32)"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="inference dtype on CUDA: auto = bfloat16 from compute capability 8.0, "
+        "float16 before; float32 is float32 (no TF32); the CPU always runs float32",
     )
     max_batch_size: int = Field(64, ge=1, le=4096, description="images per model call")
     max_batch_delay_ms: float = Field(
@@ -125,7 +127,11 @@ class Settings(BaseSettings):
         None,
         description="internal: the model owner's socket, set by `python -m app` for its workers",
     )
-    warmup: bool = Field(True, description="run batches of 1 and MAX_BATCH_SIZE at start-up")
+    warmup: bool = Field(
+        True,
+        description="run a batch of each size at start-up before reporting ready (CUDA: the "
+        "powers of two up to MAX_BATCH_SIZE, and it; CPU: 1 and MAX_BATCH_SIZE)",
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 503")
 
     @field_validator("models", "cors_origins", mode="before")

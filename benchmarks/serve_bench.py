@@ -36,7 +36,7 @@ import numpy as np
 from app.config import Settings
 from app.layout import plan, usable_cores
 from benchmarks.harness import ROOT, Server, free_port, service_command, start_server
-from benchmarks.wrk import CONTENT_TYPE, digit_pngs, ensure_wrk, multipart, run_wrk, write_payloads
+from benchmarks.wrk import CONTENT_TYPE, digit_pngs, find_wrk, multipart, run_wrk, write_payloads
 
 PAYLOAD_DIGITS = 4096
 
@@ -230,7 +230,7 @@ def print_table(summary: list[dict[str, Any]], targets: list[dict[str, Any]]) ->
 
 def cpu_main(args: argparse.Namespace) -> dict[str, Any]:
     """All servers up, accuracy checked, every scenario measured; returns the results."""
-    ensure_wrk()
+    find_wrk()
     digits, labels = load_digits(args.data_dir)
     pngs = digit_pngs(digits)
     env = {"DEVICE": args.device, **dict(kv.split("=", 1) for kv in args.server_env)}
@@ -292,7 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-device", default="cuda")
     p.add_argument("--gpu-connections", type=int, default=32, help="GPU mode: wrk connections")
     p.add_argument("--batch-size", type=int, default=256, help="GPU mode: MAX_BATCH_SIZE")
-    p.add_argument("--dtype", default="bfloat16", help="GPU mode: DTYPE")
+    p.add_argument("--dtype", default="auto", help="GPU mode: DTYPE")
+    p.add_argument(
+        "--gpu-worker-copies",
+        type=int,
+        default=4,
+        help="GPU mode: WORKERS in the worker layout, each with a model copy on the GPU",
+    )
     p.add_argument("--json", type=Path, help="write every measurement here")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     args.servers = args.servers.split(",")

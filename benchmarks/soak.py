@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from benchmarks.harness import free_port, process_tree, rss_kb, service_command, start_server
-from benchmarks.wrk import CONTENT_TYPE, digit_pngs, ensure_wrk, multipart
+from benchmarks.wrk import CONTENT_TYPE, digit_pngs, find_wrk, multipart
 
 ROOT = Path(__file__).resolve().parents[1]
 CYCLE = 10  # requests per cycle: 8 single, 1 of 64 digits, 1 bad
@@ -169,7 +169,7 @@ def served(url: str) -> dict[str, int]:
 
 def soak(url: str, payloads: Path, n: int, connections: int) -> dict[str, Any]:
     """Send ``n`` requests of the cycle with wrk; what came back, to wrk and by the service."""
-    cmd = [ensure_wrk(), "-t1", f"-c{connections}", "-d3600s", "--timeout", "30s"]
+    cmd = [find_wrk(), "-t1", f"-c{connections}", "-d3600s", "--timeout", "30s"]
     cmd += ["-s", str(payloads / "soak.lua"), url, "--", str(payloads), str(n), CONTENT_TYPE]
     before = served(url)
     wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -6,6 +6,7 @@ connections, and a Lua ``done`` hook prints its counts and latency percentiles a
 
 import io
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,25 +43,31 @@ end
 """
 
 
-def ensure_wrk() -> str:
-    """The wrk binary; installed with apt-get (Debian's package ``wrk``) when missing."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if shutil.which("apt-get") is None:
-        raise RuntimeError("wrk is not installed and there is no apt-get: install wrk first")
-    sudo = [] if _is_root() else ["sudo"]
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True)
-    found = shutil.which("wrk")
+WRK_MISSING = (
+    "wrk (the HTTP load generator) is needed and {why}. Put it on PATH, or set "
+    "WRK=/path/to/wrk, with LD_LIBRARY_PATH naming the folder of its libraries (libluajit-5.1, "
+    "libssl: e.g. Debian's wrk and libluajit-5.1-2 packages unpacked with dpkg-deb -x); "
+    "where a package index is reachable: apt-get install wrk"
+)
+
+
+def find_wrk() -> str:
+    """The wrk to run: $WRK, else wrk on PATH; checked to start. Nothing is installed: a
+    RuntimeError says what is missing before any measurement begins."""
+    given = os.environ.get("WRK")
+    found = given or shutil.which("wrk")
     if not found:
-        raise RuntimeError("apt-get install wrk did not put wrk on PATH")
+        raise RuntimeError(WRK_MISSING.format(why="is not on PATH and WRK is not set"))
+    if not os.access(found, os.X_OK) or not Path(found).is_file():
+        raise RuntimeError(WRK_MISSING.format(why=f"WRK={found} is not an executable file"))
+    try:  # prints its version and exits 1; a missing library shows here
+        out = subprocess.run([found, "-v"], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        raise RuntimeError(WRK_MISSING.format(why=f"{found} does not start: {exc}")) from exc
+    if not out.stdout.startswith("wrk "):
+        why = f"{found} does not start: {(out.stderr or out.stdout).strip()}"
+        raise RuntimeError(WRK_MISSING.format(why=why))
     return found
-
-
-def _is_root() -> bool:
-    import os
-
-    return os.geteuid() == 0
 
 
 def digit_pngs(digits: np.ndarray) -> list[bytes]:
@@ -105,7 +112,7 @@ def wrk_command(
     """The wrk command line (one thread) that posts ``payloads`` to ``url``; extra script
     arguments may follow it."""
     return [
-        ensure_wrk(),
+        find_wrk(),
         "-t1",
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",  # whole seconds: wrk takes no fractions

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.data import MnistNotFoundError, MnistSplit, load_mnist
-from models.runtime import resolve_device
+from models.runtime import bind_thread, exact_float32, resolve_device
 from models.transforms import ModelInputTransform
 
 log = logging.getLogger(__name__)
@@ -116,14 +116,16 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     device = resolve_device(args.device)
+    bind_thread(device)
     model = ckpt.model.to(device)
-    result = evaluate(
-        model,
-        test.head(args.limit).to(device),
-        ckpt.transform,
-        batch_size=args.batch_size,
-        num_classes=len(ckpt.meta.labels),
-    )
+    with exact_float32():  # the model's own accuracy: float32 on any device
+        result = evaluate(
+            model,
+            test.head(args.limit).to(device),
+            ckpt.transform,
+            batch_size=args.batch_size,
+            num_classes=len(ckpt.meta.labels),
+        )
     out = {
         "model": args.model,
         "weights": str(weights),

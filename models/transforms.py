@@ -24,15 +24,19 @@ class ModelInputTransform:
     mean: float = MNIST_MEAN
     std: float = MNIST_STD
 
-    def __call__(self, digits: Tensor) -> Tensor:
-        """N x 1 x 28 x 28 digits (uint8 0-255, or float 0-1) -> N x C x H x W float input."""
+    def __call__(self, digits: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """N x 1 x 28 x 28 digits (uint8 0-255, or float 0-1) -> N x C x H x W input in ``dtype``.
+
+        Computed in float32 and cast before the channel is repeated: the repeat is a view, so
+        the C-channel input is written once, by whoever lays it out (channels_last).
+        """
         if digits.ndim != 4 or digits.shape[1] != 1:
             raise ValueError(f"expected N x 1 x H x W digits, got shape {tuple(digits.shape)}")
         x = digits.float().div(255.0) if digits.dtype == torch.uint8 else digits.float()
         size = (self.spec.height, self.spec.width)
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        x = (x - self.mean) / self.std
+        x = ((x - self.mean) / self.std).to(dtype)
         if self.spec.channels != 1:
             x = x.expand(-1, self.spec.channels, -1, -1)
         return x

@@ -7,12 +7,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 from fastapi import FastAPI
 from PIL import Image
 
 from app.config import Settings
 from app.engine.owner_process import OwnerProcess
 from app.main import create_app
+from models.checkpoint import DIGIT_LABELS, CheckpointMeta, LoadedCheckpoint
+from models.registry import get_input_spec, get_model
+from models.transforms import MNIST_MEAN, MNIST_STD
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights"
@@ -23,6 +27,25 @@ def png(digit: np.ndarray, mode: str = "L") -> bytes:
     buf = io.BytesIO()
     Image.fromarray(digit).convert(mode).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def random_checkpoint(name: str) -> LoadedCheckpoint:
+    """``name`` with random weights, as if loaded from a checkpoint (speed and numerics tests)."""
+    meta = CheckpointMeta(
+        architecture=name,
+        arch_kwargs={},
+        input_spec=get_input_spec(name),
+        mean=MNIST_MEAN,
+        std=MNIST_STD,
+        labels=DIGIT_LABELS,
+        test_accuracy=0.0,
+        test_loss=0.0,
+        train_command="tests: random weights",
+        seed=0,
+        dataset_fingerprint="none",
+    )
+    torch.manual_seed(0)
+    return LoadedCheckpoint(get_model(name).eval(), meta, WEIGHTS / f"{name}.safetensors", "0")
 
 
 def settings(**over: object) -> Settings:

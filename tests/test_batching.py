@@ -1,5 +1,5 @@
-"""DynamicBatcher: FIFO order, batching under load, no wait when idle, bounds, faults, draining,
-and the two-deep pipeline of a model call that returns a Pending."""
+"""DynamicBatcher: FIFO order, batching under load, no wait when idle, bounds, faults, a lost
+device, draining, and the two-deep pipeline of a model call that returns a Pending."""
 
 import asyncio
 import threading
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from app.engine.batching import BatchStats, DynamicBatcher, ModelThread
+from app.engine.batching import BatchStats, DeviceLost, DynamicBatcher, ModelThread
 from app.failures import Failure, ServiceError
 
 
@@ -142,6 +142,120 @@ async def test_pending_batches_overlap_two_deep_and_keep_order() -> None:
     outs = await asyncio.gather(*(b.enqueue(_x(1, i)) for i in range(12)))
     assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(12)]
     assert fn.max_in_flight == 2  # the next batch launched while one was being waited for
+    await b.stop()
+
+
+class Chained:
+    """A model call whose batch k finishes only once batch k+1 has been launched (or after
+    ``patience_s``): a pipeline that waits for both batches in flight before launching the next
+    one stalls on every batch."""
+
+    def __init__(self, batches: int, patience_s: float = 3.0) -> None:
+        self.launched = [threading.Event() for _ in range(batches + 1)]
+        self.launched[batches].set()  # nothing follows the last batch
+        self.count, self.stalled, self.patience_s = 0, 0, patience_s
+
+    def __call__(self, x: Tensor) -> "Chained.Pending":
+        k, self.count = self.count, self.count + 1
+        self.launched[k].set()
+        return Chained.Pending(self, k, x)
+
+    class Pending:
+        def __init__(self, owner: "Chained", k: int, x: Tensor) -> None:
+            self.owner, self.k, self.x = owner, k, x
+
+        def wait(self) -> Tensor:
+            if not self.owner.launched[self.k + 1].wait(self.owner.patience_s):
+                self.owner.stalled += 1
+            return self.x * 2
+
+
+async def test_the_next_batch_launches_as_soon_as_one_of_two_in_flight_finishes() -> None:
+    fn = Chained(batches=8)
+    b = _batcher(fn, max_batch_size=1, depth=2)  # type: ignore[arg-type]
+    outs = await asyncio.gather(*(b.enqueue(_x(1, i)) for i in range(8)))
+    assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(8)]
+    assert fn.count == 8 and fn.stalled == 0  # batch k+2 went in before batch k+1 was done
+    await b.stop()
+
+
+class Gate:
+    """A model call that blocks until the gate opens: queued work that cannot drain alone."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        self.entered.set()
+        self.open.wait(10)
+        return x * 2
+
+
+async def test_batchers_sharing_a_thread_stopped_together_answer_everything() -> None:
+    thread = ModelThread("shared")
+    quick, gate = Recorder(), Gate()
+    a = _batcher(quick, thread=thread, max_batch_size=1)
+    b = _batcher(gate, thread=thread, max_batch_size=1)  # type: ignore[arg-type]
+    await a.enqueue(_x(1))  # a is done: nothing queued, nothing running
+    accepted = [b.enqueue(_x(1, i)) for i in range(9)]
+    await asyncio.to_thread(gate.entered.wait, 10)  # b's first batch holds the thread
+    threading.Timer(0.2, gate.open.set).start()  # not from the loop: a wrong stop blocks it
+    async with asyncio.timeout(20):  # a's stop must not end the thread b still needs
+        await asyncio.gather(a.stop(), b.stop())
+        outs = await asyncio.gather(*accepted)
+    assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(9)]
+    thread.stop()
+
+
+async def test_a_lost_device_fails_the_batch_and_the_queue_and_refuses_new_work() -> None:
+    gate, lost = Gate(), []
+
+    def model(x: Tensor) -> Tensor:
+        gate(x)
+        raise DeviceLost("cuda:0 can run nothing more: CUDA error: an illegal memory access")
+
+    b = _batcher(model, max_batch_size=2, on_lost=lost.append)  # type: ignore[arg-type]
+    running = b.enqueue(_x(2))
+    await asyncio.to_thread(gate.entered.wait, 10)
+    queued = [b.enqueue(_x(1, i)) for i in range(3)]
+    gate.open.set()
+    with pytest.raises(DeviceLost):
+        await running
+    for future in queued:  # never run: a retry elsewhere (another replica, a restart) can work
+        with pytest.raises(ServiceError) as refused:
+            await future
+        assert refused.value.failure is Failure.SHUTTING_DOWN
+    assert len(lost) == 1 and b.lost is lost[0] and b.queued_images == 0
+    with pytest.raises(ServiceError) as refused:
+        b.enqueue(_x(1))
+    assert refused.value.failure is Failure.SHUTTING_DOWN
+    async with asyncio.timeout(10):
+        await b.stop()
+
+
+async def test_a_device_lost_while_waiting_for_a_pending_batch_is_lost_too() -> None:
+    lost: list[DeviceLost] = []
+
+    class Failing:
+        def wait(self) -> Tensor:
+            raise DeviceLost("cuda:0 can run nothing more: CUDA error: device-side assert")
+
+    b = _batcher(lambda x: Failing(), depth=2, on_lost=lost.append)  # type: ignore[arg-type]
+    with pytest.raises(DeviceLost):
+        await b.enqueue(_x(2))
+    assert len(lost) == 1
+    with pytest.raises(ServiceError):
+        b.enqueue(_x(1))
+    await b.stop()
+
+
+async def test_a_limit_holds_later_batches_to_it() -> None:
+    fn = Recorder()
+    b = _batcher(fn, max_batch_size=8)
+    b.limit(3)
+    assert torch.equal(await b.enqueue(_x(8)), _x(8) * 2)
+    assert fn.sizes == [3, 3, 2]
     await b.stop()
 
 

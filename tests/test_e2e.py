@@ -2,7 +2,9 @@
 model owner): concurrency, batching across workers, graceful shutdown."""
 
 import asyncio
+import json
 import signal
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -11,6 +13,7 @@ import pytest
 import torch
 
 from app.digits.preprocess import preprocess
+from benchmarks.wrk import CONTENT_TYPE, multipart
 from models.checkpoint import load_checkpoint
 from models.data import MnistSplit
 from tests.helpers import WEIGHTS, png
@@ -73,26 +76,56 @@ def test_200_concurrent_requests_all_answered_correctly_in_batches(
     assert batches < 200 and batches - singles > 0  # some model calls carried several images
 
 
+def _read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One HTTP/1.1 response with a Content-Length: its status and body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length:"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed in the body"
+        body += chunk
+    return int(lines[0].split()[1]), body
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_sigterm_lets_accepted_requests_finish(mnist_test: MnistSplit, engine: str) -> None:
     s = start_service(MODELS="lenet", MAX_BATCH_SIZE="16", ENGINE=engine, WORKERS="2")
-    body = [
-        ("files", (f"{i}.png", png(mnist_test.images[i, 0].numpy()), "image/png"))
-        for i in range(64)
-    ]
-
-    async def run() -> list[httpx.Response]:
-        async with httpx.AsyncClient(
-            base_url=s.url, timeout=60, limits=httpx.Limits(max_connections=32)
-        ) as client:
-            tasks = [
-                asyncio.create_task(client.post("/predict/lenet", files=body)) for _ in range(32)
-            ]
-            await asyncio.sleep(0.3)  # every request is sent and being worked on
-            s.proc.send_signal(signal.SIGTERM)
-            return await asyncio.gather(*tasks)
-
-    responses = asyncio.run(run())
-    assert [r.status_code for r in responses] == [200] * 32
-    assert all(len(r.json()["predictions"]) == 64 for r in responses)
+    port = int(s.url.rsplit(":", 1)[1])
+    body = multipart([png(mnist_test.images[i, 0].numpy()) for i in range(64)], 0)
+    head = (
+        f"POST /predict/lenet HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: {CONTENT_TYPE}\r\nContent-Length: {len(body)}\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    ).encode()
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(32)]
+    try:
+        for sock in socks:
+            sock.sendall(head)
+        for sock in socks:  # "100 Continue": the app is reading this request's body
+            assert _read_response_head(sock).startswith(b"HTTP/1.1 100")
+        s.proc.send_signal(signal.SIGTERM)  # every request is accepted and being worked on
+        for sock in socks:
+            sock.sendall(body)
+        answers = [_read_response(sock) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    assert [status for status, _ in answers] == [200] * 32
+    assert all(len(json.loads(b)["predictions"]) == 64 for _, b in answers)
     assert s.proc.wait(timeout=60) in GRACEFUL
+
+
+def _read_response_head(sock: socket.socket) -> bytes:
+    """An interim response (100 Continue): its status line and headers."""
+    data = b""
+    while not data.endswith(b"\r\n\r\n"):
+        chunk = sock.recv(1)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    return data

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import shutil
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,7 +16,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 import app.engine.host
+import app.engine.local
 import app.frontend.uploads
+from app.engine.batching import DeviceLost
 from app.engine.predictor import Predictor
 from app.frontend.uploads import LINGER_BYTES, discard_body
 from app.main import create_app
@@ -103,6 +106,30 @@ async def test_a_model_that_raises_fails_only_its_batch(seven: bytes) -> None:
         r = await c.post("/predict/lenet", files={"files": seven})
         assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "7"
         assert (await c.get("/health/ready")).status_code == 200
+
+
+async def test_a_lost_device_takes_readiness_down_and_ends_the_worker(
+    monkeypatch: pytest.MonkeyPatch, seven: bytes
+) -> None:
+    ended: list[str] = []
+    monkeypatch.setattr(app.engine.local, "fail_process", ended.append)  # not SIGTERM: tests
+    application = create_app(settings(models=("lenet",)))
+    async with _client(application) as c:
+        assert (await c.get("/health/ready")).status_code == 200
+
+        def lose(fn: Callable) -> Callable:
+            def call(x: torch.Tensor) -> torch.Tensor:
+                raise DeviceLost("cuda:0 can run nothing more: CUDA error: illegal memory access")
+
+            return call
+
+        _wrap_model(application, "lenet", lose)
+        r = await c.post("/predict/lenet", files={"files": seven})
+        assert r.status_code == 500 and r.json()["type"] == "/problems/inference-failed"
+        assert (await c.get("/health/ready")).status_code == 503
+        assert ended and "device failed" in ended[0]
+        r = await c.post("/predict/lenet", files={"files": seven})  # another replica can answer
+        assert r.status_code == 503 and r.json()["type"] == "/problems/shutting-down"
 
 
 def test_out_of_memory_splits_the_batch() -> None:
@@ -195,16 +222,32 @@ def test_body_over_the_limit_is_refused_before_reading(seven: bytes) -> None:
 async def test_full_queue_refuses_before_decoding(seven: bytes) -> None:
     app = create_app(settings(models=("lenet",), max_queue=2, max_files=2, max_batch_size=2))
     async with _client(app) as c:
-        _wrap_model(app, "lenet", lambda fn: lambda x: (time.sleep(0.3), fn(x))[1])
+        entered, release = threading.Event(), threading.Event()
+
+        def gated(fn: Callable) -> Callable:
+            def call(x: torch.Tensor) -> torch.Tensor:
+                entered.set()
+                release.wait(30)
+                return fn(x)  # type: ignore[no-any-return]
+
+            return call
+
+        _wrap_model(app, "lenet", gated)
         busy = asyncio.create_task(c.post("/predict/lenet", files={"files": seven}))
-        await asyncio.sleep(0.05)  # its image is in the model; two more fill the queue
-        queued = asyncio.create_task(
-            c.post("/predict/lenet", files=[("files", seven), ("files", seven)])
-        )
-        await asyncio.sleep(0.05)
-        # Undecodable, yet 503 rather than 422: the queue was checked before any decoding.
-        r = await c.post("/predict/lenet", files={"files": ("x.png", b"not an image")})
-        assert r.status_code == 503 and r.json()["type"] == "/problems/queue-full"
+        try:
+            assert await asyncio.to_thread(entered.wait, 30)  # its image is in the model
+            queued = asyncio.create_task(
+                c.post("/predict/lenet", files=[("files", seven), ("files", seven)])
+            )
+            batcher = _batcher(app, "lenet")
+            async with asyncio.timeout(30):  # two more images fill the queue
+                while batcher.queued_images < 2:  # type: ignore[attr-defined]
+                    await asyncio.sleep(0.01)
+            # Undecodable, yet 503 rather than 422: the queue was checked before any decoding.
+            r = await c.post("/predict/lenet", files={"files": ("x.png", b"not an image")})
+            assert r.status_code == 503 and r.json()["type"] == "/problems/queue-full"
+        finally:
+            release.set()
         assert [t.status_code for t in await asyncio.gather(busy, queued)] == [200, 200]
 
 

@@ -5,6 +5,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -13,7 +14,14 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
-from benchmarks.harness import Server, free_port, process_tree, service_command, start_server
+from benchmarks.harness import (
+    ROOT,
+    Server,
+    free_port,
+    process_tree,
+    service_command,
+    start_server,
+)
 from models.data import MnistSplit
 from tests.helpers import WEIGHTS, png
 
@@ -102,6 +110,60 @@ def test_losing_the_model_owner_stops_the_service_with_an_error(
         os.kill(owner, signal.SIGKILL)
         assert server.proc.wait(60) == 1  # an orchestrator restarts it whole
         assert not _alive(family), "processes left behind"
+    finally:
+        server.stop()
+
+
+def _start_losing(tmp_path: Path, **env: str) -> Server:
+    """The service of tests/device_lost_service.py: lenet loses its device on 3 images."""
+    port = free_port()
+    command = [sys.executable, str(ROOT / "tests" / "device_lost_service.py"), "--port", str(port)]
+    settings = {"WEIGHTS_DIR": str(WEIGHTS), "DEVICE": "cpu", "MODELS": "lenet"}
+    settings |= {"FAULT": "lost", "PYTHONPATH": str(ROOT), **env}
+    return start_server(
+        "service", command, settings, "/health/ready", port=port, log=tmp_path / "service.log"
+    )
+
+
+def _three(seven: bytes) -> list[tuple[str, tuple[str, bytes]]]:
+    return [("files", (f"{i}.png", seven)) for i in range(3)]
+
+
+@pytest.mark.parametrize(("engine", "workers"), [("shared", "2"), ("worker", "1")])
+def test_a_lost_device_stops_the_service_with_an_error(
+    tmp_path: Path, seven: bytes, engine: str, workers: str
+) -> None:
+    server = _start_losing(tmp_path, ENGINE=engine, WORKERS=workers)
+    try:
+        family = process_tree(server.proc.pid)
+        r = httpx.post(server.url + "/predict/lenet", files=_three(seven), timeout=30)
+        assert r.status_code == 500 and r.json()["type"] == "/problems/inference-failed"
+        assert server.proc.wait(60) == 1  # an orchestrator restarts it whole
+        assert not _alive(family), "processes left behind"
+    finally:
+        server.stop()
+
+
+def test_a_worker_whose_device_is_lost_is_replaced(tmp_path: Path, seven: bytes) -> None:
+    server = _start_losing(tmp_path, ENGINE="worker", WORKERS="2")
+    try:
+        workers = set(process_tree(server.proc.pid)) - {server.proc.pid}
+        r = httpx.post(server.url + "/predict/lenet", files=_three(seven), timeout=30)
+        assert r.status_code == 500
+        # uvicorn's supervisor starts a new worker, with a new device context, in its place.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if "died" in (server.log.read_text() if server.log else "") and (
+                set(process_tree(server.proc.pid)) - workers - {server.proc.pid}
+            ):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no worker replaced the one that lost its device")
+        for _ in range(20):  # whichever worker answers: the old one is gone, the new one serves
+            with httpx.Client(base_url=server.url, timeout=60) as c:
+                assert c.post("/predict/lenet", files={"files": seven}).status_code == 200
+        assert server.proc.poll() is None
     finally:
         server.stop()
 

@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.engine.batching import DeviceLost
 from app.engine.client import RemoteEngine
+from app.engine.owner import _Frontend
 from app.engine.owner_process import OwnerProcess
+from app.engine.wire import HEADER, RESULT, failure_from
 from app.failures import Failure, ServiceError
 from app.main import create_app
 from models.data import MnistSplit
@@ -59,23 +62,25 @@ def test_both_layouts_give_the_same_answers(mnist_test: MnistSplit) -> None:
 
 
 async def test_two_frontends_share_one_queue_and_its_bound(digits: np.ndarray) -> None:
-    # mnist_cnn one image per batch: 200 queued images keep the owner busy for a while.
-    async with owner(models=("mnist_cnn",), max_queue=200, max_files=200, max_batch_size=1) as o:
-        conf = settings(models=("mnist_cnn",), max_queue=200, max_files=200)
+    # One image per batch: a's 2000 images keep the owner busy for thousands of model calls,
+    # so b's request, sent as soon as b sees them, meets a's backlog whatever the load.
+    many = np.resize(digits, (2000, *digits.shape[1:]))
+    bounds = dict(max_queue=2000, max_files=2000)
+    async with owner(models=("mnist_cnn",), max_batch_size=1, **bounds) as o:
+        conf = settings(models=("mnist_cnn",), **bounds)
         a = await RemoteEngine.connect(o.socket, conf)
         b = await RemoteEngine.connect(o.socket, conf)
         try:
-            first = asyncio.create_task(a.classify("mnist_cnn", digits[:200]))
-            deadline = time.monotonic() + 10
-            while b.queued("mnist_cnn") < 150 and time.monotonic() < deadline:
-                await asyncio.sleep(0.001)  # b sees a's images through shared memory
-            assert b.queued("mnist_cnn") >= 150
+            first = asyncio.create_task(a.classify("mnist_cnn", many))
+            async with asyncio.timeout(30):
+                while b.queued("mnist_cnn") == 0:  # b sees a's images through shared memory
+                    await asyncio.sleep(0.001)
             with pytest.raises(ServiceError, match="queue is full") as refused:
-                await b.classify("mnist_cnn", digits[:60])
+                await b.classify("mnist_cnn", many)  # any of a's still queued: no room
             assert refused.value.failure is Failure.QUEUE_FULL
             probs = await first
-            assert probs.shape == (200, 10) and a.queued("mnist_cnn") == 0
-            again = await b.classify("mnist_cnn", digits[:60])  # room again
+            assert probs.shape == (2000, 10) and a.queued("mnist_cnn") == 0
+            again = await b.classify("mnist_cnn", many[:60])  # room again
             assert np.array_equal(again, probs[:60])
         finally:
             await a.close()
@@ -131,3 +136,28 @@ async def test_a_closed_engine_refuses_new_work(digits: np.ndarray) -> None:
         with pytest.raises(ServiceError) as refused:
             await client.classify("lenet", digits[:1])
         assert refused.value.failure is Failure.SHUTTING_DOWN
+
+
+def test_the_owner_passes_a_refusal_on_and_hides_a_model_error() -> None:
+    written: list[bytes] = []
+
+    class Writer:
+        def write(self, data: bytes) -> None:
+            written.append(data)
+
+    frontend = _Frontend(None, Writer())  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    try:
+        for rid, exc in [
+            (1, Failure.SHUTTING_DOWN.error("lenet cannot run: its device failed")),
+            (2, DeviceLost("cuda:0 can run nothing more: CUDA error: an illegal memory access")),
+        ]:
+            future = loop.create_future()
+            future.set_exception(exc)
+            frontend.done(rid, 0, 1, future)
+    finally:
+        loop.close()
+    replies = [failure_from(w[HEADER.size + RESULT.size :]) for w in written]
+    assert [r.failure for r in replies] == [Failure.SHUTTING_DOWN, Failure.INFERENCE_FAILED]
+    assert replies[0].detail == "lenet cannot run: its device failed"  # a retry elsewhere works
+    assert "illegal" not in replies[1].detail  # internals stay in the owner's log

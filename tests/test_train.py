@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from models import evaluate as evaluate_cli
 from models import train as train_cli
 from models.checkpoint import load_checkpoint
-from models.runtime import resolve_device
+from models.runtime import Runtime, resolve_device
 from tests.server import free_port
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -133,6 +135,23 @@ def test_offline_without_data_says_where_files_belong(
 ) -> None:
     assert _train(tmp_path, tmp_path / "x.safetensors") == 2
     assert str(tmp_path / "MNIST" / "raw") in caplog.text
+
+
+def test_compile_wraps_the_ddp_model_not_the_other_way_round(data_dir: Path) -> None:
+    # torch.compile over DistributedDataParallel splits the graph at its gradient buckets, so
+    # each bucket's all-reduce overlaps the rest of the backward pass.
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
+    )
+    try:
+        config = train_cli.configure(["--model", "lenet", "--data-dir", str(data_dir), "--compile"])
+        rt = Runtime(torch.device("cpu"), rank=0, world=2, amp=None, channels_last=False)
+        trainee = train_cli.set_up(config, rt, train_images=512)
+        assert isinstance(trainee.net, torch._dynamo.eval_frame.OptimizedModule)
+        ddp = trainee.net._orig_mod
+        assert isinstance(ddp, DistributedDataParallel) and ddp.module is trainee.model
+    finally:
+        dist.destroy_process_group()
 
 
 @pytest.mark.slow

@@ -9,6 +9,9 @@ The model function runs in one dedicated thread, so the event loop never blocks 
 thread touches the model. It may return the output rows, or a :class:`Pending` whose ``wait``
 blocks until they are ready (a CUDA batch still running): then a second thread waits for it
 while the model thread launches the next batch, up to ``depth`` batches in flight.
+
+A model call that fails fails its batch only, unless it raises :class:`DeviceLost`: then nothing
+more can run, so the batcher refuses new work, fails what is queued and tells ``on_lost``.
 """
 
 import asyncio
@@ -72,6 +75,11 @@ def _settle(future: "asyncio.Future[Any]", result: Any, error: BaseException | N
         future.set_result(result)
     else:
         future.set_exception(error)
+
+
+class DeviceLost(Exception):
+    """The model's device can run nothing more (a CUDA error that poisoned its context): this
+    batch failed, and so would every later one."""
 
 
 class Pending(Protocol):
@@ -144,9 +152,11 @@ class DynamicBatcher:
         thread: ModelThread | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
+        on_lost: Callable[[DeviceLost], None] | None = None,
     ) -> None:
         """``thread`` runs the model calls; models of one process on the CPU share one (they
-        share its cores anyway); by default the batcher has its own."""
+        share its cores anyway); by default the batcher has its own. ``on_lost`` hears once
+        that the device was lost."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_delay_s < 0:
@@ -158,7 +168,8 @@ class DynamicBatcher:
         self.fn, self.name = fn, name
         self.max_batch_size, self.max_delay_s = max_batch_size, max_delay_s
         self.max_queue, self.depth = max_queue, depth
-        self._on_batch, self._on_depth = on_batch, on_depth
+        self._on_batch, self._on_depth, self._on_lost = on_batch, on_depth, on_lost
+        self.lost: DeviceLost | None = None
         self._jobs: deque[_Job] = deque()
         self._queued = 0
         self._wakeup = asyncio.Event()
@@ -179,6 +190,10 @@ class DynamicBatcher:
         self._queued = n
         if self._on_depth is not None:
             self._on_depth(n)
+
+    def limit(self, n: int) -> None:
+        """Take at most ``n`` rows per batch from now on (the model ran out of memory above)."""
+        self.max_batch_size = max(1, min(self.max_batch_size, n))
 
     def check_room(self, n: int) -> None:
         """Refuse now (QUEUE_FULL) if ``n`` more images would not fit."""
@@ -268,6 +283,24 @@ class DynamicBatcher:
             if not s.job.future.done():
                 s.job.future.set_exception(exc)
         self._report(batch, started)
+        if isinstance(exc, DeviceLost):
+            self._lose(exc)
+
+    def _lose(self, exc: DeviceLost) -> None:
+        """Refuse new work and fail the queued (a retry elsewhere can succeed); tell on_lost."""
+        if self.lost is not None:
+            return
+        self.lost, self._closed = exc, True
+        while self._jobs:
+            job = self._jobs.popleft()
+            if not job.future.done():
+                job.future.set_exception(
+                    Failure.SHUTTING_DOWN.error(f"{self.name} cannot run: its device failed")
+                )
+        self._set_queued(0)
+        self._wakeup.set()
+        if self._on_lost is not None:
+            self._on_lost(exc)
 
     def _report(self, batch: list[_Slice], started: float) -> None:
         if self._on_batch is not None:
@@ -284,7 +317,7 @@ class DynamicBatcher:
         inputs = parts[0] if len(parts) == 1 else torch.cat(parts)
         try:
             out = await self._model_thread.call(self.fn, inputs)
-        except Exception as exc:  # fails this batch only; the worker goes on
+        except Exception as exc:  # fails this batch (and, DeviceLost, the batcher)
             self._fail(batch, exc, started)
             return
         if isinstance(out, Tensor):

@@ -1,7 +1,10 @@
 """ModelHost: every listed model on one device, loaded, warmed and batched, or why it is not.
 
 Both layouts run one: the model-owner process (shared by every frontend worker) and each
-frontend worker that keeps a copy of its own.
+frontend worker that keeps a copy of its own. A model is placed and warmed in the model thread
+that will run its batches (CUDA's cuBLAS and cuDNN handles are made per thread). If the device
+is lost (app/engine/batching.py, DeviceLost), the host says so once through ``on_lost``: the
+process that holds it cannot serve any more and ends.
 """
 
 import asyncio
@@ -15,15 +18,14 @@ import torch
 from torch import Tensor
 
 from app.config import Settings
-from app.engine.batching import BatchStats, DynamicBatcher, ModelThread
+from app.engine.batching import BatchStats, DeviceLost, DynamicBatcher, ModelThread
 from app.engine.predictor import Predictor
 from app.failures import Failure
 from app.metrics import Metrics
-from app.serving.catalog import CheckpointInfo, Loaded, Served, Unavailable
-from models.checkpoint import CheckpointError, load_checkpoint
-from models.framing import DIGIT_SHAPE
+from app.serving.catalog import CheckpointInfo, Loaded, Reason, Served, Unavailable
+from models.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from models.registry import get_input_spec, get_model, list_models
-from models.runtime import inference_dtype, resolve_device
+from models.runtime import inference_dtype, resolve_device, set_tf32
 from models.weights import checkpoint_path
 
 log = logging.getLogger(__name__)
@@ -83,75 +85,51 @@ def _observers(
     return on_batch, metrics.queue_depth.labels(name).set
 
 
-def load_one(
-    name: str,
-    settings: Settings,
-    device: torch.device,
-    metrics: Metrics,
-    on_depth: Callable[[str, int], None] | None = None,
-    thread: ModelThread | None = None,
-) -> Hosted | Unavailable:
-    """Load, validate, place and warm one model; never raises for a bad checkpoint."""
+def _unavailable(name: str, status: Reason, reason: str) -> Unavailable:
+    return Unavailable(name, _parameters(name), get_input_spec(name).as_tuple(), status, reason)
+
+
+def checkpoint_of(name: str, settings: Settings) -> LoadedCheckpoint | Unavailable:
+    """Load and validate ``name``'s checkpoint, or say why not and what would make one."""
     path = checkpoint_path(name, settings.weights_dir)
-    spec = get_input_spec(name).as_tuple()
-    parameters = _parameters(name)
-
-    def unavailable(status: str, reason: str) -> Unavailable:
-        return Unavailable(name, parameters, spec, status, reason)  # type: ignore[arg-type]
-
     if not path.is_file():
         make = train_command(name, settings.weights_dir)
-        return unavailable("missing", f"no checkpoint {path.name}; make it with: {make}")
-    started = time.perf_counter()
+        return _unavailable(name, "missing", f"no checkpoint {path.name}; make it with: {make}")
     try:
-        ckpt = load_checkpoint(path, expect_architecture=name)
+        return load_checkpoint(path, expect_architecture=name)
     except CheckpointError as exc:
         log.error("refusing %s: %s", name, exc)
         remake = train_command(name, settings.weights_dir)
         reason = str(exc).replace(str(path), path.name)  # the log has the full path
-        return unavailable("invalid", f"{reason}; remake it with: {remake}")
+        return _unavailable(name, "invalid", f"{reason}; remake it with: {remake}")
+
+
+def place_and_warm(
+    name: str, ckpt: LoadedCheckpoint, device: torch.device, settings: Settings
+) -> Predictor:
+    """The model on its device in its serving dtype, warmed; run it in its model thread."""
     dtype = inference_dtype(device, settings.dtype)
-    try:
-        predictor = Predictor(ckpt, device, dtype, settings.max_batch_size)
-        if settings.warmup:
-            for n in sorted({1, settings.max_batch_size}):
-                predictor(torch.randint(0, 256, (n, 1, *DIGIT_SHAPE), dtype=torch.uint8))
-            if chosen := predictor.calibrate():
-                log.info("%s on %s: %s", name, device, chosen)
-    except Exception:  # a model that cannot run on this device must not stop the others
-        log.exception("could not start %s on %s", name, device)
-        return unavailable("failed", f"could not start on {device} (the log has why)")
-    on_batch, gauge = _observers(metrics, name)
+    predictor = Predictor(ckpt, device, dtype, settings.max_batch_size)
+    if settings.warmup and (chosen := predictor.warm_up()):
+        log.info("%s on %s: %s", name, device, chosen)
+    return predictor
 
-    def depth(n: int) -> None:
-        gauge(n)
-        if on_depth is not None:
-            on_depth(name, n)
 
-    batcher = DynamicBatcher(
-        predictor.launch,
-        name=name,
-        max_batch_size=settings.max_batch_size,
-        max_delay_s=settings.max_batch_delay_ms / 1000,
-        max_queue=settings.max_queue,
-        depth=predictor.depth,
-        thread=thread,
-        on_batch=on_batch,
-        on_depth=depth,
-    )
+def card(name: str, ckpt: LoadedCheckpoint, predictor: Predictor, settings: Settings) -> Loaded:
+    """The public record of a loaded model."""
     meta = ckpt.meta
-    card = Loaded(
+    return Loaded(
         name=name,
-        parameters=parameters,
-        input=spec,
-        device=str(device),
-        dtype=str(dtype).removeprefix("torch."),
+        parameters=_parameters(name),
+        input=get_input_spec(name).as_tuple(),
+        device=str(predictor.device),
+        dtype=str(predictor.dtype).removeprefix("torch."),
         labels=tuple(meta.labels),
         test_accuracy=meta.test_accuracy,
         test_loss=meta.test_loss,
         max_batch_size=settings.max_batch_size,
         checkpoint=CheckpointInfo(
-            path=path.name,  # relative to the weights folder: no host paths to anonymous callers
+            path=ckpt.path.name,  # relative to the weights folder: no host paths to anyone
             sha256=ckpt.file_sha256,
             created_at=meta.created_at,
             train_command=meta.train_command,
@@ -159,21 +137,24 @@ def load_one(
             dataset_fingerprint=meta.dataset_fingerprint,
         ),
     )
-    log.info("loaded %s on %s (%s) in %.2f s", name, device, dtype, time.perf_counter() - started)
-    return Hosted(card, predictor, batcher)
 
 
 class ModelHost:
     """The models of one device; built by :meth:`start` on a running event loop."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(
+        self, device: torch.device, on_lost: Callable[[DeviceLost], None] | None = None
+    ) -> None:
         self.device = device
         self.catalog: dict[str, Served] = {}
         self.hosted: dict[str, Hosted] = {}
+        self.lost: DeviceLost | None = None
+        self._on_lost = on_lost
         # On the CPU every model runs in one thread: they share the cores anyway, and the
         # small-batch placement switches oneDNN off process-wide for its calls. On CUDA each
         # model has its own thread, so one's launches do not wait behind another's.
-        self.thread = ModelThread("models-cpu") if device.type == "cpu" else None
+        self.cpu_thread = ModelThread("models-cpu") if device.type == "cpu" else None
+        self.threads = [self.cpu_thread] if self.cpu_thread else []
 
     @classmethod
     async def start(
@@ -182,27 +163,97 @@ class ModelHost:
         metrics: Metrics,
         torch_threads: int,
         on_depth: Callable[[str, int], None] | None = None,
+        on_lost: Callable[[DeviceLost], None] | None = None,
     ) -> "ModelHost":
         """Load every listed model (one at a time, off the event loop), then start batching.
 
-        ``on_depth(name, images)`` hears of every change of a model's queue depth.
+        ``on_depth(name, images)`` hears of every change of a model's queue depth, ``on_lost``
+        that the device failed for good.
         """
-        host = cls(resolve_device(settings.device))
-        if host.device.type == "cpu":
-            torch.set_num_threads(torch_threads)
+        host = cls(resolve_device(settings.device), on_lost)
+        # On CUDA too: idle OpenMP threads of a bigger pool would spin on the frontends' cores.
+        torch.set_num_threads(torch_threads)
+        if host.device.type == "cuda":
+            set_tf32(False)  # DTYPE=float32 means float32; bfloat16 and float16 never use TF32
         for name in model_names(settings):
-            result = await asyncio.to_thread(
-                load_one, name, settings, host.device, metrics, on_depth, host.thread
-            )
+            result = await host._load(name, settings, metrics, on_depth)
+            host.catalog[name] = result if isinstance(result, Unavailable) else result.card
             if isinstance(result, Hosted):
                 host.hosted[name] = result
-                host.catalog[name] = result.card
                 result.batcher.start()
-            else:
-                host.catalog[name] = result
         loaded = list(host.hosted)
         log.info("models on %s: %s", host.device, ", ".join(loaded) or "none loaded")
         return host
+
+    async def _load(
+        self,
+        name: str,
+        settings: Settings,
+        metrics: Metrics,
+        on_depth: Callable[[str, int], None] | None,
+    ) -> Hosted | Unavailable:
+        """Load and validate, place and warm, batch; never raises for a bad checkpoint."""
+        started = time.perf_counter()
+        ckpt = await asyncio.to_thread(checkpoint_of, name, settings)
+        if isinstance(ckpt, Unavailable):
+            return ckpt
+        thread = self.cpu_thread or ModelThread(f"model-{name}")
+        try:
+            predictor = await thread.call(place_and_warm, name, ckpt, self.device, settings)
+        except Exception:  # a model that cannot run on this device must not stop the others
+            log.exception("could not start %s on %s", name, self.device)
+            if thread is not self.cpu_thread:
+                thread.stop()
+            why = f"could not start on {self.device} (the log has why)"
+            return _unavailable(name, "failed", why)
+        if thread is not self.cpu_thread:
+            self.threads.append(thread)
+        batcher = self._batcher(name, predictor, settings, metrics, thread, on_depth)
+        predictor.on_shrink = batcher.limit
+        log.info(
+            "loaded %s on %s (%s) in %.2f s",
+            name,
+            self.device,
+            predictor.dtype,
+            time.perf_counter() - started,
+        )
+        return Hosted(card(name, ckpt, predictor, settings), predictor, batcher)
+
+    def _batcher(
+        self,
+        name: str,
+        predictor: Predictor,
+        settings: Settings,
+        metrics: Metrics,
+        thread: ModelThread,
+        on_depth: Callable[[str, int], None] | None,
+    ) -> DynamicBatcher:
+        on_batch, gauge = _observers(metrics, name)
+
+        def depth(n: int) -> None:
+            gauge(n)
+            if on_depth is not None:
+                on_depth(name, n)
+
+        return DynamicBatcher(
+            predictor.launch,
+            name=name,
+            max_batch_size=predictor.fits,  # below MAX_BATCH_SIZE if warm-up ran out of memory
+            max_delay_s=settings.max_batch_delay_ms / 1000,
+            max_queue=settings.max_queue,
+            depth=predictor.depth,
+            thread=thread,
+            on_batch=on_batch,
+            on_depth=depth,
+            on_lost=self._lose,
+        )
+
+    def _lose(self, exc: DeviceLost) -> None:
+        if self.lost is None:
+            self.lost = exc
+            log.critical("%s is lost: nothing more can run on it", self.device)
+            if self._on_lost is not None:
+                self._on_lost(exc)
 
     def enqueue(self, name: str, digits: Tensor) -> "asyncio.Future[Tensor]":
         """Queue N x 1 x 28 x 28 uint8 digits for ``name``; the future holds N probability rows."""
@@ -219,5 +270,5 @@ class ModelHost:
     async def stop(self) -> None:
         """Refuse new work and finish every accepted image."""
         await asyncio.gather(*(h.batcher.stop() for h in self.hosted.values()))
-        if self.thread is not None:
-            self.thread.stop()
+        for thread in self.threads:
+            thread.stop()

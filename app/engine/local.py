@@ -1,4 +1,9 @@
-"""The ``worker`` layout: this frontend worker owns a copy of every model (a thread runs them)."""
+"""The ``worker`` layout: this frontend worker owns a copy of every model (a thread runs them).
+
+A lost device (DeviceLost) takes the worker's readiness down and ends it (app/lifecycle.py):
+uvicorn's supervisor starts a new one, with a new CUDA context; a lone worker that is the
+launcher itself makes ``python -m app`` exit with status 1.
+"""
 
 import numpy as np
 import torch
@@ -7,6 +12,7 @@ from app.config import Settings
 from app.engine.host import ModelHost
 from app.failures import Failure
 from app.layout import plan
+from app.lifecycle import fail_process
 from app.metrics import Metrics
 from app.serving.catalog import Served
 
@@ -22,7 +28,11 @@ class LocalEngine:
     async def start(cls, settings: Settings, metrics: Metrics) -> "LocalEngine":
         """Load every listed model into this process."""
         threads = plan(settings.model_copy(update={"engine": "worker"})).torch_threads
-        return cls(await ModelHost.start(settings, metrics, threads))
+
+        def lost(exc: Exception) -> None:
+            fail_process(f"this worker's device failed: {exc}")
+
+        return cls(await ModelHost.start(settings, metrics, threads, on_lost=lost))
 
     @property
     def catalog(self) -> dict[str, Served]:
@@ -31,8 +41,8 @@ class LocalEngine:
 
     @property
     def alive(self) -> bool:
-        """Always: it lives in this very process."""
-        return True
+        """False once the device failed for good (the process is then stopping)."""
+        return self.host.lost is None
 
     def queued(self, name: str) -> int:
         """Images waiting for ``name``'s next batches."""

@@ -3,14 +3,18 @@
 This module runs in that process (app/engine/owner_process.py is the launcher's handle on it).
 It ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group): it stops when its
 parent says so or goes away, so it always outlives the requests the frontends still have in
-flight.
+flight; or when its device is lost, and then it exits with status 1 (the launcher stops the
+service with an error).
 """
 
 import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
+import sys
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -115,8 +119,9 @@ class _Frontend:
             return
         if future.cancelled():
             self.reply(rid, Outcome.CANCELLED)
-        elif future.exception() is not None:  # the batcher logged why
-            self.reply(rid, Outcome.FAILED, failure_payload(Failure.INFERENCE_FAILED.error()))
+        elif (exc := future.exception()) is not None:  # the batcher logged why
+            error = exc if isinstance(exc, ServiceError) else Failure.INFERENCE_FAILED.error()
+            self.reply(rid, Outcome.FAILED, failure_payload(error))
         else:
             self.probabilities[first : first + n] = future.result().numpy()
             self.reply(rid, Outcome.OK)
@@ -134,7 +139,7 @@ class _Frontend:
         self.writer.close()
 
 
-async def _serve(settings: Settings, socket_path: Path, parent: Connection) -> None:
+async def _serve(settings: Settings, socket_path: Path, parent: Connection) -> int:
     names = model_names(settings)
     queues_path, memory = create_mapped(8 * len(names), socket_path.parent, "queues-")
     queues = np.ndarray((len(names),), np.int64, memory)
@@ -143,30 +148,47 @@ async def _serve(settings: Settings, socket_path: Path, parent: Connection) -> N
     def publish(name: str, n: int) -> None:  # every frontend reads it before it decodes
         queues[index[name]] = n
 
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[str] = loop.create_future()
+
+    def stop_for(reason: str) -> None:
+        if not stop.done():
+            stop.set_result(reason)
+
     threads = plan(settings).torch_threads
-    host = await ModelHost.start(settings, Metrics(), threads, on_depth=publish)
+    host = await ModelHost.start(
+        settings, Metrics(), threads, on_depth=publish, on_lost=lambda exc: stop_for("lost")
+    )
     owner = Owner(host, queues_path)
     server = await asyncio.start_unix_server(owner.serve_frontend, path=str(socket_path))
     parent.send("ready")
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(EOFError, OSError):  # the parent died: stop as if told to
-        await loop.run_in_executor(None, parent.recv)
+    loop.add_reader(parent.fileno(), stop_for, "told")  # "stop", or the parent died
+    reason = await stop
+    loop.remove_reader(parent.fileno())
     server.close()
-    await host.stop()
+    await host.stop()  # with the device lost, what is queued fails at once
+    if reason == "lost":
+        return 1
     with contextlib.suppress(OSError):
         parent.send("stopped")
+    return 0
 
 
 def run(settings: Settings, socket_path: str, parent: Connection) -> None:
-    """The model owner's main (a spawned process)."""
+    """The model owner's main (a spawned process); exits with status 1 if its device is lost."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.configure()
-    try:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    with contextlib.suppress(ImportError):
         import uvloop
 
-        uvloop.run(_serve(settings, Path(socket_path), parent))
-    except ImportError:
-        asyncio.run(_serve(settings, Path(socket_path), parent))
+        loop_factory = uvloop.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            code = runner.run(_serve(settings, Path(socket_path), parent))
     finally:
         mark_process_dead()
+    if code:  # the device is lost: skip the interpreter's teardown, which would touch it
+        sys.stderr.flush()
+        os._exit(code)

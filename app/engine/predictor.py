@@ -4,21 +4,28 @@ On the CPU a call computes and returns the probabilities. On CUDA it only launch
 go into a pinned staging buffer, are copied to the GPU on a copy stream, and the model runs on a
 compute stream that waits for that copy; the call returns a Pending at once, so the batcher's
 model thread stages and launches the next batch (its host-to-device copy overlapping this
-batch's compute) while another thread waits for this one's probabilities.
+batch's compute) while another thread waits for this one's probabilities. A CUDA batch is padded
+to the next of a few sizes (powers of two, and the largest), so that warm-up can build the
+kernels and plans of every size a batch will have.
+
+Every thread that touches CUDA makes the model's device its own first (``bind_thread``); an
+error after which the device runs nothing more becomes :class:`DeviceLost`.
 """
 
+import contextlib
 import copy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from app.engine.batching import Pending
+from app.engine.batching import DeviceLost, Pending
 from models.checkpoint import LoadedCheckpoint
 from models.framing import DIGIT_SHAPE
+from models.runtime import bind_thread
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,39 @@ def _best_of(fn: Callable[[], object], rounds: int = 5) -> float:
     return best
 
 
+def bucket_sizes(max_batch: int) -> list[int]:
+    """The sizes a CUDA batch is padded to: the powers of two below ``max_batch``, and it."""
+    return [*(1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch), max_batch]
+
+
+def device_lost(
+    exc: BaseException, device: torch.device, probe: Callable[[], object] | None = None
+) -> bool:
+    """Whether ``exc`` left ``device`` unable to run anything: a CUDA error other than out of
+    memory after which the device no longer synchronises (an illegal address, a device-side
+    assert poison the context). On the CPU an error only ever fails its own batch."""
+    if device.type != "cuda" or isinstance(exc, torch.OutOfMemoryError):
+        return False
+    if not isinstance(exc, RuntimeError):
+        return False
+    try:
+        (probe or (lambda: torch.cuda.synchronize(device)))()
+    except RuntimeError:
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def _device_errors(device: torch.device) -> Iterator[None]:
+    """Raise DeviceLost for an error that left the device unusable; others as they are."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if device_lost(exc, device):
+            raise DeviceLost(f"{device} can run nothing more: {exc}") from exc
+        raise
+
+
 class Predictor:
     """One model placed on its device, called with N x 1 x 28 x 28 uint8 digits."""
 
@@ -54,17 +94,23 @@ class Predictor:
     ) -> None:
         self.device, self.dtype = device, dtype
         self.transform = ckpt.transform
+        self.fits = max_batch  # the largest batch known to fit in memory
+        self.on_shrink: Callable[[int], None] | None = None  # hears each new, smaller ``fits``
+        bind_thread(device)
         # channels_last is faster on CUDA, and on the CPU for batches (lenet 45 -> 31 us/image
         # at batch 64, mnist_cnn 342 -> 224, one thread, oneDNN); for a single image on the
         # CPU the plain layout without oneDNN can be faster (lenet 171 -> 102 us): see calibrate.
         model = ckpt.model.to(device=device, dtype=dtype).eval()
-        self.model: nn.Module = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        fast = copy.deepcopy(model) if device.type == "cpu" else model
+        self.model: nn.Module = fast.to(memory_format=torch.channels_last)
         self.placements = [Placement(self.model, True, True)]
         if device.type == "cpu":
             self.placements.append(Placement(model, False, False))
         self._by_size = [self.placements[0]] * (max_batch + 1)  # batch size -> placement
         classes = len(ckpt.meta.labels)
         self._cuda = _CudaStaging(device, max_batch, classes) if device.type == "cuda" else None
+        # Warm-up runs each size a batch can have on CUDA; on the CPU the two ends.
+        self.sizes = bucket_sizes(max_batch) if self._cuda else sorted({1, max_batch})
 
     def calibrate(self) -> dict[int, str]:
         """Time each CPU placement on small batches and use the faster one for each size."""
@@ -84,9 +130,16 @@ class Predictor:
             size *= 2
         return chosen
 
+    def warm_up(self) -> dict[int, str]:
+        """Run a batch of every size in ``sizes``, then calibrate; on the thread that will run
+        the batches, since CUDA's cuBLAS and cuDNN handles are made per thread."""
+        for n in self.sizes:
+            self(torch.randint(0, 256, (n, 1, *DIGIT_SHAPE), dtype=torch.uint8))
+        return self.calibrate()
+
     @torch.inference_mode()
     def _run(self, placement: Placement, digits: Tensor) -> Tensor:
-        x = self.transform(digits).to(self.dtype)
+        x = self.transform(digits, self.dtype)
         if placement.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if placement.onednn:
@@ -109,19 +162,62 @@ class Predictor:
         return self._run(self._by_size[n] if n < len(self._by_size) else self.placements[0], digits)
 
     def launch(self, digits: Tensor) -> Tensor | Pending:
-        """Start one batch: the probabilities (CPU), or a Pending for them (CUDA)."""
-        try:
-            if self._cuda is None or digits.shape[0] > self._cuda.capacity:
-                return self.probabilities(digits.to(self.device)).cpu()
-            return self._cuda.launch(digits, self.probabilities)
-        except torch.OutOfMemoryError:
-            if digits.shape[0] == 1:
-                raise
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            log.warning("out of memory on a batch of %d; retrying in halves", digits.shape[0])
-            half = digits.shape[0] // 2
-            return torch.cat([self(digits[:half]), self(digits[half:])])
+        """Start one batch: the probabilities (CPU), or a Pending for them (CUDA).
+
+        Out of memory, the batch runs in pieces of the largest size that fits, and later
+        batches are held to it (``on_shrink``).
+        """
+        bind_thread(self.device)
+        with _device_errors(self.device):
+            slot = None if self._cuda is None else self._cuda.take()
+            if digits.shape[0] <= self.fits:
+                try:
+                    return self._start(digits, slot)
+                except torch.OutOfMemoryError:
+                    if digits.shape[0] == 1:
+                        raise
+                # Out of the except clause: its traceback held the failed forward's tensors.
+                self._shrink(int(digits.shape[0]))
+            return self._in_pieces(digits, slot)
+
+    def _start(self, digits: Tensor, slot: int | None) -> Tensor | Pending:
+        if slot is None or self._cuda is None:
+            return self.probabilities(digits.to(self.device)).cpu()
+        return self._cuda.launch(slot, digits, self.probabilities)
+
+    def _in_pieces(self, digits: Tensor, slot: int | None) -> Tensor:
+        """Run ``digits`` to the end in pieces of at most ``fits``, one after another in one
+        staging slot (the other slots may hold batches still in flight)."""
+        rows: list[Tensor] = []
+        start = 0
+        while start < digits.shape[0]:
+            piece = digits[start : start + self.fits]
+            try:
+                out = self._start(piece, slot)
+            except torch.OutOfMemoryError:
+                if piece.shape[0] == 1:
+                    raise
+                out = None
+            if out is None:
+                self._shrink(int(piece.shape[0]))
+                continue
+            rows.append(out if isinstance(out, Tensor) else out.wait())
+            start += piece.shape[0]
+        return torch.cat(rows)
+
+    def _shrink(self, failed: int) -> None:
+        """Hold batches below ``failed`` rows, a power of two, and give the memory back."""
+        self.fits = min(self.fits, 1 << ((failed - 1).bit_length() - 1))
+        log.warning(
+            "out of memory on a batch of %d on %s; batches of at most %d from now on",
+            failed,
+            self.device,
+            self.fits,
+        )
+        if self._cuda is not None:
+            torch.cuda.empty_cache()
+        if self.on_shrink is not None:
+            self.on_shrink(self.fits)
 
     def __call__(self, digits: Tensor) -> Tensor:
         """Run one batch to the end: N x classes probabilities on the CPU."""
@@ -130,11 +226,13 @@ class Predictor:
 
 
 class _CudaPending:
-    def __init__(self, done: torch.cuda.Event, rows: Tensor) -> None:
-        self.done, self.rows = done, rows
+    def __init__(self, device: torch.device, done: torch.cuda.Event, rows: Tensor) -> None:
+        self.device, self.done, self.rows = device, done, rows
 
     def wait(self) -> Tensor:
-        self.done.synchronize()
+        bind_thread(self.device)
+        with _device_errors(self.device):
+            self.done.synchronize()  # a blocking event: the thread sleeps until the GPU is done
         return self.rows.clone()  # the pinned buffer is reused by a later batch
 
 
@@ -143,10 +241,13 @@ class _CudaStaging:
 
     def __init__(self, device: torch.device, capacity: int, classes: int) -> None:
         self.device, self.capacity = device, capacity
+        self.sizes = bucket_sizes(capacity)
         self.copy_stream = torch.cuda.Stream(device)
         self.compute_stream = torch.cuda.Stream(device)
+        # The weights were placed (copied, cast, laid out) on this thread's current stream.
+        self.compute_stream.wait_stream(torch.cuda.current_stream(device))
         self.inputs = [
-            torch.empty((capacity, 1, *DIGIT_SHAPE), dtype=torch.uint8).pin_memory()
+            torch.zeros((capacity, 1, *DIGIT_SHAPE), dtype=torch.uint8).pin_memory()
             for _ in range(RING)
         ]
         self.outputs = [
@@ -155,14 +256,22 @@ class _CudaStaging:
         self.done: list[torch.cuda.Event | None] = [None] * RING
         self.next = 0
 
-    def launch(self, digits: Tensor, probabilities: Callable[[Tensor], Tensor]) -> _CudaPending:
+    def take(self) -> int:
+        """The next slot of the ring: the batch it held is over (fewer than RING in flight)."""
         k, self.next = self.next, (self.next + 1) % RING
+        return k
+
+    def launch(
+        self, k: int, digits: Tensor, probabilities: Callable[[Tensor], Tensor]
+    ) -> _CudaPending:
+        """Stage ``digits`` in slot ``k``, copy them over and launch the model on them."""
         previous = self.done[k]
         if previous is not None:
             previous.synchronize()  # that batch's copies are over: its buffers are free
         n = int(digits.shape[0])
-        staged = self.inputs[k][:n]
-        staged.copy_(digits)
+        padded = next(size for size in self.sizes if size >= n)  # rows past n: ignored
+        staged = self.inputs[k][:padded]
+        staged[:n].copy_(digits)
         with torch.cuda.stream(self.copy_stream):
             x = staged.to(self.device, non_blocking=True)
             copied = torch.cuda.Event()
@@ -172,8 +281,8 @@ class _CudaStaging:
             x.record_stream(self.compute_stream)  # made on the copy stream, used here
             probs = probabilities(x)
             out = self.outputs[k][:n]
-            out.copy_(probs, non_blocking=True)
-            done = torch.cuda.Event()
+            out.copy_(probs[:n], non_blocking=True)
+            done = torch.cuda.Event(blocking=True)
             done.record(self.compute_stream)
         self.done[k] = done
-        return _CudaPending(done, out)
+        return _CudaPending(self.device, done, out)

@@ -1,0 +1,122 @@
+"""ModelHost: the process settings it makes for its device, which thread places, warms and runs
+each model, and a lost device told once."""
+
+import threading
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import torch
+from torch import Tensor
+
+import app.engine.host
+from app.engine.batching import DeviceLost
+from app.engine.host import ModelHost
+from app.metrics import Metrics
+from models.checkpoint import LoadedCheckpoint
+from tests.helpers import settings
+
+
+class FakeCudaPredictor:
+    """Stands in for a CUDA Predictor on the CPU: records which thread does what."""
+
+    depth = 2
+    threads: ClassVar[dict[str, set[str]]] = {}
+
+    def __init__(
+        self, ckpt: LoadedCheckpoint, device: torch.device, dtype: torch.dtype, max_batch: int
+    ) -> None:
+        self.device, self.dtype, self.on_shrink = device, dtype, None
+        self.fits = max_batch
+        self._saw("placed")
+
+    def _saw(self, what: str) -> None:
+        self.threads.setdefault(what, set()).add(threading.current_thread().name)
+
+    def warm_up(self) -> dict[int, str]:
+        self._saw("warmed")
+        self.fits = 8  # the largest size warm-up found room for
+        return {}
+
+    def launch(self, digits: Tensor) -> Tensor:
+        self._saw("ran")
+        return torch.full((digits.shape[0], 10), 0.1)
+
+
+@pytest.fixture
+def on_cuda(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The host believes its device is CUDA; TF32 switches are recorded, not made."""
+    tf32: list[bool] = []
+    monkeypatch.setattr(app.engine.host, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(app.engine.host, "set_tf32", tf32.append)
+    monkeypatch.setattr(app.engine.host, "Predictor", FakeCudaPredictor)
+    FakeCudaPredictor.threads = {}
+    return tf32
+
+
+@pytest.fixture
+def threads_restored() -> object:
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+async def test_on_cuda_each_model_is_placed_warmed_and_run_in_its_own_thread(
+    on_cuda: list[bool], threads_restored: object
+) -> None:
+    torch.set_num_threads(2)
+    conf = settings(models=("lenet", "mnist_cnn"), dtype="float32")
+    host = await ModelHost.start(conf, Metrics(), torch_threads=1)
+    threads = [t._thread for t in host.threads]
+    try:
+        assert torch.get_num_threads() == 1  # no idle OpenMP pool spinning beside the frontends
+        assert on_cuda == [False]  # DTYPE=float32 computes in float32
+        for name in ("lenet", "mnist_cnn"):
+            assert (await host.enqueue(name, torch.zeros((3, 1, 28, 28), dtype=torch.uint8))).shape
+        seen = FakeCudaPredictor.threads
+        assert seen["placed"] == seen["warmed"] == seen["ran"] == {"model-lenet", "model-mnist_cnn"}
+        assert {h.batcher.depth for h in host.hosted.values()} == {2}
+        assert {h.batcher.max_batch_size for h in host.hosted.values()} == {8}
+        assert {h.card.max_batch_size for h in host.hosted.values()} == {conf.max_batch_size}
+    finally:
+        await host.stop()
+    assert [t.name for t in threads] == ["model-lenet", "model-mnist_cnn"]
+    assert not any(t.is_alive() for t in threads)  # the host stops the threads it made
+
+
+async def test_on_the_cpu_every_model_is_warmed_in_the_shared_model_thread(
+    monkeypatch: pytest.MonkeyPatch, threads_restored: object
+) -> None:
+    warmed: list[str] = []
+    warm_up = app.engine.host.Predictor.warm_up
+
+    def recorded(self: app.engine.host.Predictor) -> dict[int, str]:
+        warmed.append(threading.current_thread().name)
+        return warm_up(self)
+
+    monkeypatch.setattr(app.engine.host.Predictor, "warm_up", recorded)
+    host = await ModelHost.start(settings(models=("lenet", "mnist_cnn")), Metrics(), 1)
+    try:
+        assert warmed == ["models-cpu", "models-cpu"]
+    finally:
+        await host.stop()
+
+
+async def test_a_lost_device_is_told_once(tmp_path: Path, threads_restored: object) -> None:
+    told: list[DeviceLost] = []
+    host = await ModelHost.start(
+        settings(models=("lenet", "mnist_cnn")), Metrics(), 1, on_lost=told.append
+    )
+    try:
+
+        def lost(x: Tensor) -> Tensor:
+            raise DeviceLost("cuda:0 can run nothing more: CUDA error: misaligned address")
+
+        for hosted in host.hosted.values():
+            hosted.batcher.fn = lost
+        for name in ("lenet", "mnist_cnn"):
+            with pytest.raises(DeviceLost):
+                await host.enqueue(name, torch.zeros((1, 1, 28, 28), dtype=torch.uint8))
+        assert len(told) == 1 and host.lost is told[0]
+    finally:
+        await host.stop()
