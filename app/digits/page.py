@@ -46,6 +46,7 @@ LINE_K = 3.0  # lines are looked for among pixels this many noise sigmas above t
 EDGE_GAP = 2  # pixels: a component this close to the frame's edge touches it
 SPECK_SHARE = 0.02  # components under this share of the biggest one's ink are specks
 JOIN = 0.35  # components within this share of the digit's size of its box join it
+NARROW_FIT = 0.8  # strokes wider than this share of the narrow square are read with the wide one
 HOLLOW = 0.5  # enclosed areas less than this far from the ink towards the paper are ink
 PALER = 0.5  # ... unless they are paler than this share of the main one's darkness (a shadow)
 
@@ -376,7 +377,7 @@ def page_ink(gray: np.ndarray) -> np.ndarray | None:
         # Strokes not comfortably narrower than the square were taken for page in part (a
         # marker's): read the page again with the wide square.
         if square == page.narrow and (
-            stroke_width(digit) * page.scale > 0.6 * square or hollow(digit, page.gray)
+            stroke_width(digit) * page.scale > NARROW_FIT * square or hollow(digit, page.gray)
         ):
             continue
         # The ink's own level inside the digit: strokes come out solid, their edges soft.
