@@ -114,11 +114,8 @@ def test_decode_memory_is_a_limit() -> None:
 
 
 def _slow_jpeg() -> bytes:
-    """A large noisy progressive JPEG: legal (a dozen scans), and slow to decode."""
-    noise = Image.effect_noise((5000, 5000), 80)
-    buf = io.BytesIO()
-    noise.save(buf, "JPEG", progressive=True, quality=92)
-    return buf.getvalue()
+    """A 36 MP progressive JPEG of 61 scans: within every limit, and over a second to decode."""
+    return hostile_files.progressive_jpeg_scan_bomb(size=6000, repeats=55, stroke=40)
 
 
 def _ring_png(side: int) -> bytes:
@@ -132,7 +129,7 @@ def _ring_png(side: int) -> bytes:
 
 
 async def test_a_decode_past_its_deadline_is_killed_and_refused() -> None:
-    pool = DecoderPool(memory_mb=256, timeout_s=0.1)
+    pool = DecoderPool(memory_mb=256, timeout_s=0.3)
     await pool.start()
     try:
         first = pool._decoder
@@ -148,7 +145,7 @@ async def test_a_decode_past_its_deadline_is_killed_and_refused() -> None:
 
 
 async def test_one_slow_image_does_not_sink_the_others() -> None:
-    pool = DecoderPool(memory_mb=256, timeout_s=0.05)
+    pool = DecoderPool(memory_mb=256, timeout_s=0.3)
     await pool.start()
     try:
         ring = _ring_png(300)
@@ -259,8 +256,7 @@ def _decoders(server: Server) -> set[int]:
 
 
 async def test_a_client_that_leaves_stops_its_decoding(tmp_path: Path) -> None:
-    # 61 scans, within the limit: a 36 MP progressive JPEG that takes over a second to decode.
-    slow = hostile_files.progressive_jpeg_scan_bomb(size=6000, repeats=55, stroke=40)
+    slow = _slow_jpeg()
     log = tmp_path / "log"
     server = start_service(log, MODELS="lenet", WORKERS="1", DECODE_TIMEOUT_S="60",
                            REQUEST_TIMEOUT_S="60")  # fmt: skip
