@@ -56,7 +56,9 @@ class Failure(Enum):
         "request body exceeds the 20971520-byte limit (MAX_UPLOAD_BYTES)")
     IMAGE_TOO_LARGE = Kind(
         "image-too-large", 413, "Image too large",
-        "an image declares more than MAX_IMAGE_PIXELS pixels (read from its header)",
+        "an image declares more than MAX_IMAGE_PIXELS pixels, or decoding it would take more "
+        "than its budget: DECODE_MEMORY_MB, DECODE_TIMEOUT_S, a TIFF tile bigger than the "
+        "image, a JPEG of more than 64 scans (read from the file before decoding where it can)",
         "huge.png: image declares 60000x60000 = 3,600,000,000 pixels; the limit is 40,000,000")
     UNSUPPORTED_MEDIA_TYPE = Kind(
         "unsupported-media-type", 415, "Unsupported media type",

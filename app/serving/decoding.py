@@ -21,6 +21,7 @@ import io
 import logging
 import multiprocessing
 import resource
+import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -87,6 +88,10 @@ def _decoder_main(conn: Connection, memory_mb: int) -> None:
     """The decoder process: jobs in, digits out, under a memory ceiling."""
     import cv2
 
+    # A Ctrl-C reaches the whole process group: the worker ends this process (the pipe closes)
+    # once it has drained, so the signal itself is not for it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     cv2.setNumThreads(1)  # one request at a time: threads would only reserve memory
     _decode_all(Job([_warm_up_photo()], ImageLimits()))  # first calls' set-up, before any job
     ceiling = _vm_bytes("VmSize") + memory_mb * 1024 * 1024
