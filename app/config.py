@@ -87,8 +87,9 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0,
         ge=0,
-        description="intra-op threads per process that runs a model on the CPU; 0 = the cores "
-        "left over by the frontend workers, at least 1",
+        description="intra-op threads per process that runs a model; 0 = on the CPU half of "
+        "each worker's share of the cores (worker layout) or half the cores (shared), on CUDA "
+        "1; at least 1",
     )
     engine: Literal["auto", "shared", "worker"] = Field(
         "auto",

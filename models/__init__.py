@@ -1,4 +1,4 @@
-"""Model zoo: the seed's four classic CNN families for MNIST, registered by name."""
+"""Model zoo: four classic CNN families for MNIST, registered by name."""
 
 from models.registry import InputSpec, get_input_spec, get_model, list_models, register_model
 

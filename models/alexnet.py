@@ -1,4 +1,4 @@
-"""The seed's AlexNet variant: 3x224x224 input, 256x5x5 features, 6400->4096->4096->classes."""
+"""AlexNet for MNIST: 3x224x224 input, 256x5x5 features, 6400->4096->4096->classes."""
 
 from torch import Tensor, nn
 
@@ -36,11 +36,11 @@ class AlexNet(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits for a batch of 3x224x224 images (the seed's debug print is gone)."""
+        """Logits for a batch of 3x224x224 images."""
         return self.classifier(self.features(x).flatten(1))
 
 
 @register_model("alexnet", InputSpec(3, 224, 224))
 def alexnet(*, num_classes: int = 10, dropout: float = 0.5) -> AlexNet:
-    """The seed's AlexNet."""
+    """AlexNet for 3x224x224 digits (the 28x28 digit resized, its channel repeated)."""
     return AlexNet(num_classes=num_classes, dropout=dropout)

@@ -1,4 +1,4 @@
-"""LeNet for 1x28x28 digits, as in the seed, with the ReLUs the seed forgot."""
+"""LeNet for 1x28x28 digits: two convolutions and three fully connected layers."""
 
 from torch import Tensor, nn
 
@@ -10,7 +10,7 @@ class LeNet(nn.Module):
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
-        # The seed had no activations (linear between pools); ReLU after each conv and hidden fc.
+        # A ReLU after each conv and hidden fc: without them the net is linear between pools.
         self.features = nn.Sequential(
             nn.Conv2d(1, 6, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),

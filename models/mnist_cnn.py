@@ -1,4 +1,4 @@
-"""The seed's compact BatchNorm CNN for MNIST, layer for layer."""
+"""A compact BatchNorm CNN for MNIST: four conv + BatchNorm + ReLU, two pools, three fc."""
 
 from torch import Tensor, nn
 
@@ -41,5 +41,5 @@ class MnistCNN(nn.Module):
 
 @register_model("mnist_cnn", InputSpec(1, 28, 28))
 def mnist_cnn(*, num_classes: int = 10) -> MnistCNN:
-    """The seed's BatchNorm CNN."""
+    """The compact BatchNorm CNN."""
     return MnistCNN(num_classes=num_classes)

@@ -10,7 +10,7 @@ from torch import Tensor
 
 
 def plot_history(history: list[dict[str, float]], path: Path, title: str) -> None:
-    """PNG of train and test accuracy per epoch, as the seed plots them."""
+    """PNG of train and test accuracy per epoch."""
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [h["train_accuracy"] for h in history], "o-", label="train")

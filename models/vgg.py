@@ -1,4 +1,4 @@
-"""VGG 11/13/16/19 from cfg lists (torchvision style), with the seed's missing init defined."""
+"""VGG 11/13/16/19 from cfg lists (torchvision style), initialised as torchvision does."""
 
 from typing import Final
 
@@ -58,7 +58,7 @@ class VGG(nn.Module):
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
     def _initialize_weights(self) -> None:
-        # The seed called this without defining it; these are torchvision's choices.
+        # torchvision's choices: Kaiming normal (fan out) for convs, N(0, 0.01) for linears.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
