@@ -42,6 +42,7 @@ LOW_SHARE, HIGH_SHARE = 0.3, 0.55  # hysteresis: of the ink's own level (its 95t
 WIDE_LOW_SHARE = 0.5  # ... under the wide square (markers: dark ink)
 LINE_SHARE = 0.45  # a straight run at least this share of the frame's side is a line, not a stroke
 LINE_WIDTH = 3  # pixels taken out along each line found
+LINE_DISC = 5  # pixels: thin structures are those an opening by this disc removes
 LINE_K = 3.0  # lines are looked for among pixels this many noise sigmas above the page
 EDGE_GAP = 2  # pixels: a component this close to the frame's edge touches it
 SPECK_SHARE = 0.02  # components under this share of the biggest one's ink are specks
@@ -256,12 +257,11 @@ def find_lines(mask: np.ndarray, ink: np.ndarray, sigma: float) -> np.ndarray:
     ink runs darker along them than the lines themselves are (a stroke on a line)."""
     h, w = mask.shape
     # Lines are looked for in everything above the page's noise (a faint line breaks into
-    # dashes at the ink's threshold), among thin structures only: those an opening by a 5 px
-    # disc removes, so a thick stroke or a filled blob never yields a "line" through it.
+    # dashes at the ink's threshold), among thin structures only: those an opening by a disc
+    # a little wider than a printed line removes, so a filled blob never yields a "line".
     faint = ink > max(LINE_K * sigma, MIN_INK / 2)
-    opened = cv2.morphologyEx(
-        faint.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    ).astype(bool)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (LINE_DISC, LINE_DISC))
+    opened = cv2.morphologyEx(faint.astype(np.uint8), cv2.MORPH_OPEN, disc).astype(bool)
     thin = faint & ~opened
     none = np.zeros_like(mask)
     segments = _segments(thin, LINE_SHARE * min(h, w))
