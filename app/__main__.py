@@ -50,6 +50,9 @@ def serve(layout: Layout, host: str, port: int, run_dir: Path) -> int:
     metrics_dir.mkdir()
     # Set before any process of the service imports prometheus_client (this one has not).
     os.environ[MULTIPROCESS_ENV] = str(metrics_dir)
+    # Every worker of the worker layout follows a reload any of them was asked for through
+    # this folder (app/engine/siblings.py).
+    os.environ["RUN_DIR"] = str(run_dir)
     settings = Settings()  # as every worker will read it: with the layout resolved
     stopping = threading.Event()
     owner = None

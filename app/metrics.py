@@ -3,9 +3,16 @@
 Under ``python -m app`` several processes serve (frontend workers, the model owner), so the
 launcher sets PROMETHEUS_MULTIPROC_DIR and prometheus_client keeps every process's values in
 files there; ``/metrics`` then adds them up over all processes, whichever worker answers.
+
+The per-model series carry a ``version`` label: the version that answered (``_unknown`` for a
+request that reached none). Only versions in the catalogue are shown, so the series stay as
+many as the versions being served however many reloads came and went (a removed version's
+values stay in the per-process files, a few KB each, but leave the exposition).
 """
 
 import os
+from collections.abc import Callable, Collection, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,8 +25,14 @@ from prometheus_client import (
 
 from app.layout import MULTIPROCESS_ENV
 
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from app.engine.batching import BatchStats
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+UNKNOWN = "_unknown"  # the model or version label of a request that reached no listed one
 
 
 def multiprocess_dir() -> str | None:
@@ -42,51 +55,91 @@ class Metrics:
         self.requests = Counter(
             "zoo_requests",
             "Prediction requests by model and HTTP status",
-            ["model", "status"],
+            ["model", "status", "version"],
             registry=r,
         )
         self.images = Counter(
             "zoo_images",
             "Images in prediction requests by model and status",
-            ["model", "status"],
+            ["model", "status", "version"],
             registry=r,
         )
         self.request_latency = Histogram(
             "zoo_request_latency_seconds",
             "Prediction request latency, receive to response",
-            ["model"],
+            ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.queue_wait = Histogram(
             "zoo_queue_wait_seconds",
             "Time a request's images wait in the queue for their batch",
-            ["model"],
+            ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.inference = Histogram(
             "zoo_inference_seconds",
             "Model call time per batch",
-            ["model"],
+            ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.batch_size = Histogram(
-            "zoo_batch_size", "Images per model call", ["model"], buckets=BATCH_BUCKETS, registry=r
+            "zoo_batch_size",
+            "Images per model call",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge(
             "zoo_queue_depth",
             "Images waiting in a model's queue",
-            ["model"],
+            ["model", "version"],
             registry=r,
             multiprocess_mode="livesum",
         )
 
-    def exposition(self) -> bytes:
-        """The Prometheus text of this process, or of every process of the service."""
+    def batcher_hooks(
+        self, name: str, version: int
+    ) -> tuple[Callable[["BatchStats"], None], Callable[[int], None]]:
+        """A batcher's hooks into the metrics: per batch, and on each queue-depth change."""
+        labels = (name, str(version))
+        batch_size, inference = self.batch_size.labels(*labels), self.inference.labels(*labels)
+        queue_wait = self.queue_wait.labels(*labels)
+
+        def on_batch(stats: "BatchStats") -> None:
+            batch_size.observe(stats.size)
+            inference.observe(stats.inference_s)
+            for wait in stats.queue_waits:
+                queue_wait.observe(wait)
+
+        return on_batch, self.queue_depth.labels(*labels).set
+
+    def exposition(self, live: Collection[tuple[str, str]] | None = None) -> bytes:
+        """The Prometheus text of this process, or of every process of the service; with
+        ``live``, per-version series only of those (model, version) pairs (and _unknown)."""
+        registry = self.registry
         if multiprocess_dir():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+        if live is None:
             return generate_latest(registry)
-        return generate_latest(self.registry)
+        return generate_latest(_Only(registry, set(live)))
+
+
+class _Only:
+    """A registry's samples, less those of versions no longer in the catalogue."""
+
+    def __init__(self, source: CollectorRegistry, live: set[tuple[str, str]]) -> None:
+        self.source, self.live = source, live
+
+    def collect(self) -> Iterator["Metric"]:
+        for family in self.source.collect():
+            family.samples = [
+                s
+                for s in family.samples
+                if s.labels.get("version", UNKNOWN) == UNKNOWN
+                or (s.labels.get("model", ""), s.labels["version"]) in self.live
+            ]
+            yield family

@@ -71,16 +71,16 @@ async def test_two_frontends_share_one_queue_and_its_bound(digits: np.ndarray) -
         a = await RemoteEngine.connect(o.socket, conf)
         b = await RemoteEngine.connect(o.socket, conf)
         try:
-            first = asyncio.create_task(a.classify("mnist_cnn", many))
+            first = asyncio.create_task(a.classify("mnist_cnn", 1, many))
             async with asyncio.timeout(30):
-                while b.queued("mnist_cnn") == 0:  # b sees a's images through shared memory
+                while b.queued("mnist_cnn", 1) == 0:  # b sees a's images through shared memory
                     await asyncio.sleep(0.001)
             with pytest.raises(ServiceError, match="queue is full") as refused:
-                await b.classify("mnist_cnn", many)  # any of a's still queued: no room
+                await b.classify("mnist_cnn", 1, many)  # any of a's still queued: no room
             assert refused.value.failure is Failure.QUEUE_FULL
             probs = await first
-            assert probs.shape == (2000, 10) and a.queued("mnist_cnn") == 0
-            again = await b.classify("mnist_cnn", many[:60])  # room again
+            assert probs.shape == (2000, 10) and a.queued("mnist_cnn", 1) == 0
+            again = await b.classify("mnist_cnn", 1, many[:60])  # room again
             assert np.array_equal(again, probs[:60])
         finally:
             await a.close()
@@ -94,15 +94,15 @@ async def test_a_request_that_gives_up_is_withdrawn_and_frees_its_slots(
         client = await RemoteEngine.connect(o.socket, settings(max_queue=256, max_files=256))
         try:
             with pytest.raises(TimeoutError):
-                await asyncio.wait_for(client.classify("mnist_cnn", digits[:256]), 0.02)
+                await asyncio.wait_for(client.classify("mnist_cnn", 1, digits[:256]), 0.02)
             deadline = time.monotonic() + 10
             while client._slots.used and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             assert client._slots.used == 0  # the owner answered CANCELLED; the slab is free
             # Withdrawn rows never reached the model: the queue empties long before 256
             # single-image batches of mnist_cnn could have run.
-            assert client.queued("mnist_cnn") == 0
-            assert (await client.classify("mnist_cnn", digits[:3])).shape == (3, 10)
+            assert client.queued("mnist_cnn", 1) == 0
+            assert (await client.classify("mnist_cnn", 1, digits[:3])).shape == (3, 10)
         finally:
             await client.close()
 
@@ -134,7 +134,7 @@ async def test_a_closed_engine_refuses_new_work(digits: np.ndarray) -> None:
         client = await RemoteEngine.connect(o.socket, settings(max_queue=64, max_files=64))
         await client.close()
         with pytest.raises(ServiceError) as refused:
-            await client.classify("lenet", digits[:1])
+            await client.classify("lenet", 1, digits[:1])
         assert refused.value.failure is Failure.SHUTTING_DOWN
 
 
