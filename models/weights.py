@@ -69,9 +69,7 @@ def scan(weights_dir: Path, names: list[str]) -> Scan:
     not read as "every version removed".
     """
     weights_dir = Path(weights_dir)
-    if not weights_dir.is_dir():
-        raise FileNotFoundError(f"WEIGHTS_DIR {weights_dir} is not a folder that can be read")
-    os.listdir(weights_dir)  # unreadable: PermissionError here, before anything is decided
+    os.listdir(weights_dir)  # missing, not a folder, unreadable: raises, before anything else
     out = Scan()
     for name in names:
         files = _numbered(weights_dir / name)

@@ -142,7 +142,8 @@ class ModelHost:
             try:
                 found = await asyncio.to_thread(scan, self.settings.weights_dir, self.names)
             except OSError as exc:
-                why = exc.strerror or str(exc)
+                log.error("reload: cannot list WEIGHTS_DIR: %s", exc)  # the full path: here only
+                why = exc.strerror or type(exc).__name__
                 raise Failure.WEIGHTS_UNREADABLE.error(
                     f"WEIGHTS_DIR cannot be listed ({why}); nothing was changed"
                 ) from None
