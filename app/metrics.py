@@ -5,9 +5,11 @@ launcher sets PROMETHEUS_MULTIPROC_DIR and prometheus_client keeps every process
 files there; ``/metrics`` then adds them up over all processes, whichever worker answers.
 
 The per-model series carry a ``version`` label: the version that answered (``_unknown`` for a
-request that reached none). Only versions in the catalogue are shown, so the series stay as
-many as the versions being served however many reloads came and went (a removed version's
-values stay in the per-process files, a few KB each, but leave the exposition).
+request that reached none). Only versions in the catalogue are shown, and each process forgets
+the series of versions that left it (:meth:`Metrics.keep_only`), so the series stay as many as
+the versions being served however many reloads came and went. (Under ``python -m app`` a
+removed version's values stay in the per-process files, a few KB each: prometheus_client
+cannot delete from them.)
 """
 
 import os
@@ -99,6 +101,23 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+
+    def keep_only(self, live: Collection[tuple[str, str]]) -> None:
+        """Forget this process's series of versions not in ``live`` (model, version): one set of
+        children per version would otherwise pile up, reload after reload."""
+        per_version = [self.requests, self.images, self.request_latency, self.queue_wait,
+                       self.inference, self.batch_size, self.queue_depth]  # fmt: skip
+        for metric in per_version:
+            gone: set[tuple[str, ...]] = set()
+            for family in metric.collect():
+                for sample in family.samples:
+                    labels = sample.labels  # as .labels() takes them: model, [status,] version
+                    model, version = labels["model"], labels["version"]
+                    if version != UNKNOWN and (model, version) not in live:
+                        gone.add((model, labels["status"], version) if "status" in labels
+                                 else (model, version))  # fmt: skip
+            for values in gone:
+                metric.remove(*values)
 
     def batcher_hooks(
         self, name: str, version: int

@@ -182,6 +182,8 @@ def test_metrics_label_versions_in_the_catalogue_only(
     reload(client)
     text = client.get("/metrics").text
     assert 'version="1"' not in text and 'version="2"' in text  # bounded by the catalogue
+    kept = client.app.state.metrics.exposition().decode()  # type: ignore[attr-defined]
+    assert 'version="1"' not in kept and 'version="2"' in kept  # forgotten, not just hidden
 
 
 def test_reload_is_documented_and_guarded(weights: Path) -> None:
@@ -294,3 +296,34 @@ def test_the_shared_layout_reloads_in_the_owner_and_every_frontend_switches(
                 assert versions(c) == (2, {2: "ready", 3: "invalid"})
                 assert predict(c, seven, "?version=1").status_code == 404
                 assert predict(c, seven).json()["version"] == 2
+                series = c.app.state.metrics.exposition().decode()  # type: ignore[attr-defined]
+                assert 'version="1"' not in series and 'version="2"' in series
+
+
+async def test_a_request_that_began_before_a_swap_runs_on_what_is_there_when_queued(
+    weights: Path, mnist_test: MnistSplit
+) -> None:
+    rgb = png(mnist_test.images[0, 0].numpy(), mode="RGB")  # decoded in the decoder process
+    app_ = create_app(settings(weights_dir=weights, models=("lenet",)))
+    async with _client(app_) as c:
+        decoders = app_.state.zoo.decoders
+        decoding, release, decode = asyncio.Event(), asyncio.Event(), decoders.digits
+
+        async def held(*args: object) -> object:
+            decoding.set()
+            await release.wait()
+            return await decode(*args)
+
+        decoders.digits = held
+        default = asyncio.ensure_future(c.post("/predict/lenet", files={"files": rgb}))
+        pinned = asyncio.ensure_future(c.post("/predict/lenet?version=1", files={"files": rgb}))
+        await decoding.wait()
+        add(weights, 2)  # a rolling deploy: the new version in, the old one out, one reload
+        (weights / "lenet.safetensors").unlink()
+        changes = (await c.post("/models/reload")).json()["changes"]
+        assert [(x["version"], x["change"]) for x in changes] == [(2, "added"), (1, "removed")]
+        release.set()
+        r = await default  # it began on version 1; version 2 is what was there when it queued
+        assert r.status_code == 200 and r.json()["version"] == 2, r.text
+        gone = await pinned  # it asked for version 1 by name, and version 1 is gone
+        assert gone.status_code == 404 and gone.json()["type"] == "/problems/unknown-version"

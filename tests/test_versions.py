@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.engine.host import model_names
+from app.engine.loading import model_names
 from app.engine.siblings import Siblings
 from app.failures import Failure, ServiceError
 from app.serving.catalog import (

@@ -31,6 +31,7 @@ from app.engine.wire import (
     read_message,
 )
 from app.failures import Failure, queue_full
+from app.metrics import Metrics
 from app.serving.catalog import Model, ReloadReport, model_from_json
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,10 @@ class RemoteEngine:
         catalogue: dict[str, Any],
         slab: Slab,
         queues: np.ndarray,
+        metrics: Metrics | None = None,
     ) -> None:
         self._reader, self._writer = reader, writer
+        self._metrics = metrics
         # SUBMIT's model index: the order of the first catalogue (the listed models never change).
         self._index = {m["name"]: i for i, m in enumerate(catalogue["catalog"])}
         self._take(catalogue)
@@ -69,11 +72,17 @@ class RemoteEngine:
             for name, slots in catalogue["queues"].items()
             for version, slot in slots.items()
         }
+        if self._metrics is not None:  # the request series of versions that left go too
+            live = {(n, str(v)) for n, m in self._catalog.items() for v in m.versions}
+            self._metrics.keep_only(live)
 
     @classmethod
-    async def connect(cls, socket_path: str | Path, settings: Settings) -> "RemoteEngine":
+    async def connect(
+        cls, socket_path: str | Path, settings: Settings, metrics: Metrics | None = None
+    ) -> "RemoteEngine":
         """Say hello to the model owner and share a slab with it: as many digit slots as the
-        owner's queue holds, and one more request, so the queue bound is what binds."""
+        owner's queue holds, and one more request, so the queue bound is what binds. The
+        frontend's ``metrics`` follow its catalogue."""
         slots = settings.max_queue + settings.max_files
         reader, writer = await asyncio.open_unix_connection(str(socket_path))
         writer.write(frame(Kind.HELLO, b""))
@@ -93,7 +102,7 @@ class RemoteEngine:
                 raise ConnectionError(f"the model owner answered {kind.name} to ATTACH")
         finally:
             os.unlink(path)  # both sides have it mapped: nothing to clean up after a crash
-        return cls(reader, writer, catalogue, Slab(memory, slots, classes), queues)
+        return cls(reader, writer, catalogue, Slab(memory, slots, classes), queues, metrics)
 
     @property
     def catalog(self) -> dict[str, Model]:

@@ -1,15 +1,14 @@
 """ModelHost: every version of every listed model on one device, loaded, warmed and batched, or
 why it is not; and the reload that brings it in line with WEIGHTS_DIR again.
 
-Both layouts run one: the model-owner process (shared by every frontend worker) and each
-frontend worker that keeps a copy of its own. Start-up is a reload from nothing. A reload scans
-WEIGHTS_DIR (a stat per file), loads, validates and warms what is new or changed off the event
-loop, and only then swaps the catalogue, in one step on the event loop: a version serves once it
-is warm, and a file that fails validation never replaces the one that served. Versions that
-left (removed, or replaced by a newer file of the same number) are *retiring*: they still take
-what a frontend resolved before the swap, until :meth:`retire` lets them finish what they
-accepted and frees them. If the device is lost (app/engine/batching.py, DeviceLost), the host
-says so once through ``on_lost``: the process that holds it cannot serve any more and ends.
+Both layouts run one: the model owner, and each frontend worker that keeps its own copy.
+Start-up is a reload from nothing. A reload scans WEIGHTS_DIR (a stat per file), loads,
+validates and warms what is new or changed off the event loop, and only then swaps the
+catalogue in one step: a version serves once it is warm, and a file that fails validation never
+replaces the one that served. Versions that left (removed, or replaced by a new file) are
+*retiring*: they still take what a frontend resolved before the swap until :meth:`retire` lets
+them finish what they accepted and frees them. A lost device (DeviceLost) is told once through
+``on_lost``: the process that holds it cannot serve any more and ends.
 """
 
 import asyncio
@@ -23,7 +22,15 @@ from torch import Tensor
 
 from app.config import Settings
 from app.engine.batching import DeviceLost, DynamicBatcher, ModelThread
-from app.engine.loading import calibrate, card, checkpoint_of, no_checkpoint, place, unavailable
+from app.engine.loading import (
+    calibrate,
+    card,
+    checkpoint_of,
+    model_names,
+    no_checkpoint,
+    place,
+    unavailable,
+)
 from app.engine.predictor import Predictor
 from app.failures import Failure, ServiceError
 from app.metrics import Metrics
@@ -36,25 +43,11 @@ from app.serving.catalog import (
     Unavailable,
     choose_default,
 )
-from models.registry import list_models
-from models.runtime import resolve_device, set_tf32
+from models.runtime import release_cached_memory, resolve_device, set_tf32
 from models.weights import Scan, VersionFile, scan
 
 log = logging.getLogger(__name__)
 Key = tuple[str, int]  # (model, version)
-
-
-def model_names(settings: Settings) -> list[str]:
-    """The models this service lists: MODELS if set, else every registered one; the pins of
-    MODEL_VERSIONS must name listed models."""
-    known = list_models()
-    unknown = [m for m in settings.models if m not in known]
-    if unknown:
-        raise ValueError(f"MODELS names unknown models {unknown}; known: {', '.join(known)}")
-    names = list(settings.models) or known
-    if stray := sorted(set(settings.model_versions) - set(names)):
-        raise ValueError(f"MODEL_VERSIONS pins models this service does not list: {stray}")
-    return names
 
 
 @dataclass(eq=False)
@@ -66,13 +59,6 @@ class Hosted:
     predictor: Predictor
     batcher: DynamicBatcher
     thread: ModelThread
-
-
-def _empty_cache(device: torch.device) -> None:
-    """Hand the memory of freed versions back to the device (else the caching allocator keeps
-    it, and nvidia-smi shows every reload's model still there)."""
-    with torch.cuda.device(device):
-        torch.cuda.empty_cache()
 
 
 class ModelHost:
@@ -124,11 +110,9 @@ class ModelHost:
         if host.device.type == "cuda":
             set_tf32(False)  # DTYPE=float32 means float32; bfloat16 and float16 never use TF32
         try:
-            await host.reload()
+            await host.reload()  # logs what it loaded
         except ServiceError as exc:  # no folder: every model is listed as missing, as before
             log.warning("%s", exc.detail)
-        loaded = [f"{n} v{v}" for n, v in host.hosted]
-        log.info("models on %s: %s", host.device, ", ".join(loaded) or "none loaded")
         return host
 
     async def reload(
@@ -214,11 +198,8 @@ class ModelHost:
         ckpt = await asyncio.to_thread(checkpoint_of, name, version, file, self.settings)
         if isinstance(ckpt, Unavailable):
             return ckpt
-        if self.max_labels is not None and len(ckpt.meta.labels) > self.max_labels:
-            why = (
-                f"it has {len(ckpt.meta.labels)} labels and the model owner passes "
-                f"{self.max_labels} per image (set at start-up): restart the service"
-            )
+        if self.max_labels is not None and (n := len(ckpt.meta.labels)) > self.max_labels:
+            why = f"{n} labels; the model owner passes {self.max_labels} (restart to serve it)"
             return unavailable(name, version, "failed", why)
         thread = self.cpu_thread or ModelThread(f"model-{name}-v{version}")
         try:
@@ -269,21 +250,24 @@ class ModelHost:
 
     async def retire(self) -> None:
         """Let every version that left finish what it accepted (it takes no more: no frontend
-        resolves to it now), then free it."""
+        resolves to it now), then free it: no reference to it is left here when this returns."""
+        if not self.retiring:
+            return
         gone, self.retiring = list(self.retiring.values()), {}
-        for hosted in gone:
+        while gone:
+            hosted = gone.pop()
             await hosted.batcher.stop()
             if hosted.thread is not self.cpu_thread:
                 self.threads.remove(hosted.thread)
                 await asyncio.to_thread(hosted.thread.stop)
-            # The predictor holds its batcher (on_shrink) and the batcher the predictor: a
-            # cycle only the garbage collector frees, and it never looks at what start-up
-            # built (gc.freeze in app/main.py). Broken here, the version goes with its last
-            # reference.
+            # The predictor (on_shrink) and its batcher hold each other: a cycle only the
+            # collector frees, which never looks at what start-up built (gc.freeze, app/main.py).
             hosted.predictor.on_shrink = None
-        if gone and self.device.type == "cuda":
-            gone.clear()
-            await asyncio.to_thread(_empty_cache, self.device)
+            del hosted
+        listed = self.catalog.items()
+        self.metrics.keep_only({(n, str(v)) for n, m in listed for v in m.versions})
+        if self.device.type == "cuda":
+            await asyncio.to_thread(release_cached_memory, self.device)
 
     def _lose(self, exc: DeviceLost) -> None:
         if self.lost is None:

@@ -1,5 +1,6 @@
-"""One version of one model, from its file to a warmed Predictor and its public record, or the
-reason it cannot serve (with what would fix it). Used at start-up and by every reload alike.
+"""What a ModelHost loads: the listed models, and one version of one, from its file to a warmed
+Predictor and its public record, or the reason it cannot serve (with what would fix it). Used at
+start-up and by every reload alike.
 """
 
 import logging
@@ -11,11 +12,24 @@ from app.config import Settings
 from app.engine.predictor import Predictor
 from app.serving.catalog import CheckpointInfo, Loaded, Reason, Unavailable
 from models.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from models.registry import get_input_spec, get_model
+from models.registry import get_input_spec, get_model, list_models
 from models.runtime import inference_dtype
 from models.weights import VersionFile, checkpoint_path
 
 log = logging.getLogger(__name__)
+
+
+def model_names(settings: Settings) -> list[str]:
+    """The models this service lists: MODELS if set, else every registered one; the pins of
+    MODEL_VERSIONS must name listed models."""
+    known = list_models()
+    unknown = [m for m in settings.models if m not in known]
+    if unknown:
+        raise ValueError(f"MODELS names unknown models {unknown}; known: {', '.join(known)}")
+    names = list(settings.models) or known
+    if stray := sorted(set(settings.model_versions) - set(names)):
+        raise ValueError(f"MODEL_VERSIONS pins models this service does not list: {stray}")
+    return names
 
 
 def shown(path: Path, weights_dir: Path) -> str:
