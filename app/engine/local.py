@@ -62,6 +62,8 @@ class LocalEngine:
                     await fn()
                 except ServiceError as exc:  # WEIGHTS_DIR unreadable: keep serving what we have
                     log.warning("reload: %s", exc.detail)
+                except Exception:  # keep looking: the next look may succeed
+                    log.exception("reload failed")
 
         return asyncio.get_running_loop().create_task(loop())
 

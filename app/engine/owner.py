@@ -138,6 +138,8 @@ class Owner:
                 await self.reload()
             except ServiceError as exc:  # WEIGHTS_DIR unreadable: keep serving what we have
                 log.warning("reload: %s", exc.detail)
+            except Exception:  # keep looking: the next look may succeed
+                log.exception("reload failed")
 
     async def _publish(self, report: ReloadReport) -> None:
         """Send the new catalogue to every frontend; wait until each has it in use."""
