@@ -4,12 +4,13 @@ Under ``python -m app`` several processes serve (frontend workers, the model own
 launcher sets PROMETHEUS_MULTIPROC_DIR and prometheus_client keeps every process's values in
 files there; ``/metrics`` then adds them up over all processes, whichever worker answers.
 
-The per-model series carry a ``version`` label: the version that answered (``_unknown`` for a
-request that reached none). Only versions in the catalogue are shown, and each process forgets
-the series of versions that left it (:meth:`Metrics.keep_only`), so the series stay as many as
-the versions being served however many reloads came and went. (Under ``python -m app`` a
-removed version's values stay in the per-process files, a few KB each: prometheus_client
-cannot delete from them.)
+The request and image counters and the queue depth carry a ``version`` label: the version that
+answered (``_unknown`` for a request that reached none). Only versions in the catalogue are
+shown, and each process forgets the series of versions that left it (:meth:`Metrics.keep_only`).
+The histograms stay per model: under ``python -m app`` prometheus_client keeps every value it
+ever made in memory (its multi-process mode cannot forget one), and with a version label on the
+histograms, 16 values each, every reloaded version cost a worker about 130 KB for good; the
+counters and the gauge cost a few values a version.
 """
 
 import os
@@ -56,47 +57,47 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "zoo_requests",
-            "Prediction requests by model and HTTP status",
+            "Prediction requests by model, HTTP status and the version that answered",
             ["model", "status", "version"],
             registry=r,
         )
         self.images = Counter(
             "zoo_images",
-            "Images in prediction requests by model and status",
+            "Images in prediction requests by model, status and version",
             ["model", "status", "version"],
             registry=r,
         )
         self.request_latency = Histogram(
             "zoo_request_latency_seconds",
             "Prediction request latency, receive to response",
-            ["model", "version"],
+            ["model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.queue_wait = Histogram(
             "zoo_queue_wait_seconds",
             "Time a request's images wait in the queue for their batch",
-            ["model", "version"],
+            ["model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.inference = Histogram(
             "zoo_inference_seconds",
             "Model call time per batch",
-            ["model", "version"],
+            ["model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.batch_size = Histogram(
             "zoo_batch_size",
             "Images per model call",
-            ["model", "version"],
+            ["model"],
             buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.queue_depth = Gauge(
             "zoo_queue_depth",
-            "Images waiting in a model's queue",
+            "Images waiting in the queue of a version of a model",
             ["model", "version"],
             registry=r,
             multiprocess_mode="livesum",
@@ -105,9 +106,7 @@ class Metrics:
     def keep_only(self, live: Collection[tuple[str, str]]) -> None:
         """Forget this process's series of versions not in ``live`` (model, version): one set of
         children per version would otherwise pile up, reload after reload."""
-        per_version = [self.requests, self.images, self.request_latency, self.queue_wait,
-                       self.inference, self.batch_size, self.queue_depth]  # fmt: skip
-        for metric in per_version:
+        for metric in (self.requests, self.images, self.queue_depth):
             gone: set[tuple[str, ...]] = set()
             for family in metric.collect():
                 for sample in family.samples:
@@ -123,9 +122,8 @@ class Metrics:
         self, name: str, version: int
     ) -> tuple[Callable[["BatchStats"], None], Callable[[int], None]]:
         """A batcher's hooks into the metrics: per batch, and on each queue-depth change."""
-        labels = (name, str(version))
-        batch_size, inference = self.batch_size.labels(*labels), self.inference.labels(*labels)
-        queue_wait = self.queue_wait.labels(*labels)
+        batch_size, inference = self.batch_size.labels(name), self.inference.labels(name)
+        queue_wait = self.queue_wait.labels(name)
 
         def on_batch(stats: "BatchStats") -> None:
             batch_size.observe(stats.size)
@@ -133,7 +131,7 @@ class Metrics:
             for wait in stats.queue_waits:
                 queue_wait.observe(wait)
 
-        return on_batch, self.queue_depth.labels(*labels).set
+        return on_batch, self.queue_depth.labels(name, str(version)).set
 
     def exposition(self, live: Collection[tuple[str, str]] | None = None) -> bytes:
         """The Prometheus text of this process, or of every process of the service; with

@@ -176,7 +176,7 @@ def test_metrics_label_versions_in_the_catalogue_only(
     text = client.get("/metrics").text
     for version in ("1", "2"):
         assert f'zoo_requests_total{{model="lenet",status="200",version="{version}"}}' in text
-        assert f'zoo_batch_size_count{{model="lenet",version="{version}"}}' in text
+        assert f'zoo_queue_depth{{model="lenet",version="{version}"}}' in text
     assert 'zoo_requests_total{model="lenet",status="404",version="_unknown"}' in text
     (weights / "lenet.safetensors").unlink()
     reload(client)
