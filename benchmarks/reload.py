@@ -6,7 +6,8 @@
 On a copy of the model's checkpoint in a fresh weights folder (version 1; random weights for a
 model with no committed checkpoint, e.g. ``--model vgg16 --device cuda --cycles 50``),
 ``python -m app`` serves while wrk sends single-digit predictions on keep-alive connections,
-one in four with ``?version=1``. Each cycle copies the checkpoint in as the next version,
+one in four with ``?version=1`` (its first ``--warmup`` seconds, without reloads, are the
+baseline the latencies are compared with). Each cycle copies the checkpoint in as the next version,
 POSTs /models/reload, checks that the version was added and is the default on every worker,
 then removes the version before it (never version 1) and reloads again; every other cycle
 does both in one reload, as a rolling deploy does, so the version that leaves is the one the
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{server.url}/predict/{args.model}", args.model, Path(tmp), args.connections
             )
             time.sleep(args.warmup)
-            _stop(warm)
+            baseline = _stop(warm)  # the same load without reloads
             time.sleep(1)
             before, gpu_before = server.rss_mb(), _gpu_mib(args.device)
             wrk = _load(
@@ -242,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _git("rev-parse", "--short", "HEAD"),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "requests": load,
+        "baseline_requests": baseline,
         "failed_requests": failed,
         "add_s": run["add_s"],
         "remove_s": run["remove_s"],
@@ -255,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     p99, worst = load["p99_us"] / 1e3, load["max_us"] / 1e3
     print(f"{args.cycles} cycles ({args.engine} layout, {args.workers} workers, {args.model} on "
           f"{args.device}) under {args.connections} connections: {answered:,} requests, "
-          f"{failed} failed, p99 {p99:.1f} ms, max {worst:.1f} ms")  # fmt: skip
+          f"{failed} failed, p99 {p99:.1f} ms ({load['p99_us'] / baseline['p99_us']:.2f}x the "
+          f"load without reloads), max {worst:.1f} ms")  # fmt: skip
     gpu = f"; GPU {gpu_before:.0f} -> {gpu_after:.0f} MiB" if gpu_growth is not None else ""
     print(f"reload adding a version: median {adds[len(adds) // 2]:.3f} s, max {adds[-1]:.3f} s; "
           f"resident memory {before:.1f} -> {after:.1f} MB ({growth:+.1f} MB){gpu}")  # fmt: skip
