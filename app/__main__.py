@@ -4,7 +4,10 @@
 2. In the ``shared`` layout, start the model owner and wait until its models are loaded.
 3. Run uvicorn with that many worker processes sharing the port; every worker connects to the
    model owner (or, in the ``worker`` layout, loads its own copy of the models).
-4. On SIGTERM or Ctrl-C, uvicorn drains the workers (each finishes what it accepted), then the
+4. ``POST /models/reload`` (or RELOAD_INTERVAL_S) reaches every process that holds models: the
+   model owner in the ``shared`` layout; in the ``worker`` layout every worker, through a
+   counter in the run folder (app/engine/siblings.py).
+5. On SIGTERM or Ctrl-C, uvicorn drains the workers (each finishes what it accepted), then the
    model owner finishes and exits. If the model owner dies, the service shuts down with an
    error, so that Docker or Kubernetes restarts it whole; so does a device that fails for good
    (app/lifecycle.py).
@@ -50,6 +53,9 @@ def serve(layout: Layout, host: str, port: int, run_dir: Path) -> int:
     metrics_dir.mkdir()
     # Set before any process of the service imports prometheus_client (this one has not).
     os.environ[MULTIPROCESS_ENV] = str(metrics_dir)
+    # Every worker of the worker layout follows a reload any of them was asked for through
+    # this folder (app/engine/siblings.py).
+    os.environ["RUN_DIR"] = str(run_dir)
     settings = Settings()  # as every worker will read it: with the layout resolved
     stopping = threading.Event()
     owner = None

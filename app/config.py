@@ -20,7 +20,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
-    weights_dir: Path = Field(WEIGHTS_DIR, description="folder of <model>.safetensors files")
+    weights_dir: Path = Field(
+        WEIGHTS_DIR,
+        description="folder of checkpoints: <model>.safetensors is version 1, "
+        "<model>/<N>.safetensors version N",
+    )
     device: str = Field(
         "auto",
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",
@@ -28,6 +32,17 @@ class Settings(BaseSettings):
     )
     models: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="comma-separated models to serve; empty = every registered model"
+    )
+    model_versions: Annotated[dict[str, int], NoDecode] = Field(
+        {},
+        description="comma-separated model:version pins, e.g. mnist_cnn:3: the version a request "
+        "without ?version gets; unpinned models answer with their highest loaded version",
+    )
+    reload_interval_s: float = Field(
+        0,
+        ge=0,
+        description="seconds between looks at WEIGHTS_DIR for new, changed or removed "
+        "checkpoints (a stat per file); 0 = only on POST /models/reload",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
@@ -128,6 +143,11 @@ class Settings(BaseSettings):
         None,
         description="internal: the model owner's socket, set by `python -m app` for its workers",
     )
+    run_dir: Path | None = Field(
+        None,
+        description="internal: the launcher's run folder, set by `python -m app` for its workers "
+        "(a reload reaches every worker through it)",
+    )
     warmup: bool = Field(
         True,
         description="run a batch of each size at start-up before reporting ready (CUDA: the "
@@ -140,6 +160,26 @@ class Settings(BaseSettings):
     def _split_commas(cls, v: object) -> object:
         if isinstance(v, str):
             return tuple(m.strip() for m in v.split(",") if m.strip())
+        return v
+
+    @field_validator("model_versions", mode="before")
+    @classmethod
+    def _split_pins(cls, v: object) -> object:
+        if not isinstance(v, str):
+            return v
+        pins: dict[str, object] = {}
+        for item in filter(None, (p.strip() for p in v.split(","))):
+            name, sep, version = item.partition(":")
+            if not sep or not name.strip() or not version.strip().isdigit():
+                raise ValueError(f"MODEL_VERSIONS: {item!r} is not model:version, e.g. lenet:2")
+            pins[name.strip()] = int(version)
+        return pins
+
+    @field_validator("model_versions")
+    @classmethod
+    def _positive_pins(cls, v: dict[str, int]) -> dict[str, int]:
+        if bad := [f"{m}:{n}" for m, n in v.items() if n < 1]:
+            raise ValueError(f"MODEL_VERSIONS: versions are positive integers, not {bad}")
         return v
 
     @field_validator("api_keys", mode="before")

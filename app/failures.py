@@ -44,6 +44,11 @@ class Failure(Enum):
         "unknown-model", 404, "Unknown model",
         "the path names a model the service does not list (the known ones are listed)",
         "no model named 'resnet'; known models: lenet, mnist_cnn")
+    UNKNOWN_VERSION = Kind(
+        "unknown-version", 404, "Unknown version",
+        "`?version=N` names a version the model does not have in WEIGHTS_DIR (the known ones "
+        "are listed)",
+        "lenet has no version 99; known versions: 1, 2")
     METHOD_NOT_ALLOWED = Kind("method-not-allowed", 405, "Method not allowed",
                               "the path exists but not for this method", "Method Not Allowed")
     REQUEST_TIMEOUT = Kind(
@@ -100,6 +105,11 @@ class Failure(Enum):
         "retrying does not help until someone does",
         "model 'vgg16' is not loaded: no checkpoint vgg16.safetensors in WEIGHTS_DIR; make it "
         "with: python -m models.train --model vgg16 --data-dir ../shared/data")
+    WEIGHTS_UNREADABLE = Kind(
+        "weights-unreadable", 503, "Weights folder unreadable",
+        "`POST /models/reload`: WEIGHTS_DIR cannot be listed (a volume not mounted?); nothing "
+        "was changed, and what served before still serves",
+        "WEIGHTS_DIR cannot be listed (No such file or directory); nothing was changed")
     QUEUE_FULL = Kind("queue-full", 503, "Queue full", "the model's queue holds MAX_QUEUE images",
                       "lenet queue is full (2040 of 2048 images waiting)", retry=True)
     TOO_MANY_CONNECTIONS = Kind(

@@ -45,7 +45,7 @@ async def start_engine(settings: Settings, metrics: Metrics) -> Engine:
     if settings.engine_socket:
         from app.engine.client import RemoteEngine
 
-        return await RemoteEngine.connect(settings.engine_socket, settings)
+        return await RemoteEngine.connect(settings.engine_socket, settings, metrics)
     if settings.engine == "shared":
         raise RuntimeError(
             "ENGINE=shared needs a model owner: start the service with python -m app, which "

@@ -210,14 +210,14 @@ def warmup(run: Run) -> dict[str, Any]:
         host = await ModelHost.start(settings, Metrics(), torch_threads=1)
         out: dict[str, Any] = {}
         try:
-            for name, hosted in host.hosted.items():
+            for (name, version), hosted in host.hosted.items():
                 calls = {}
                 for n in hosted.predictor.sizes:
                     digits = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8)
                     times = []
                     for _ in range(2):
                         started = time.perf_counter()
-                        await host.enqueue(name, digits)
+                        await host.enqueue(name, version, digits)
                         times.append(1000 * (time.perf_counter() - started))
                     calls[n] = {"first_ms": times[0], "second_ms": times[1]}
                 out[name] = calls

@@ -159,7 +159,7 @@ def served(url: str) -> dict[str, int]:
     """Predict requests the service has answered so far, by status (its own /metrics)."""
     counts: dict[str, int] = {}
     for m in re.finditer(
-        r'^zoo_requests_total\{model="[^"]*",status="(\d+)"\} (\S+)$',
+        r'^zoo_requests_total\{model="[^"]*",status="(\d+)",version="[^"]*"\} (\S+)$',
         httpx.get(f"{url}/metrics").text,
         re.M,
     ):

@@ -108,7 +108,7 @@ def main() -> None:
                 )
     blank = dict.fromkeys(CheckpointInfo.model_fields, "")
     card = Loaded(
-        "lenet", 0, (1, 28, 28), "cpu", "float32", tuple("0123456789"), 0.0, 0.0, 64,
+        "lenet", 0, (1, 28, 28), 1, "cpu", "float32", tuple("0123456789"), 0.0, 0.0, 64,
         CheckpointInfo(**blank),
     )  # fmt: skip
     uploads = parse_multipart(many, CONTENT_TYPE, 256)

@@ -201,8 +201,8 @@ def test_metrics_exposition(client: TestClient, digits: list) -> None:
         "zoo_queue_depth",
     ]:
         assert name in text, name
-    assert 'zoo_requests_total{model="lenet",status="200"}' in text
-    assert 'zoo_requests_total{model="_unknown",status="404"}' in text
+    assert 'zoo_requests_total{model="lenet",status="200",version="1"}' in text
+    assert 'zoo_requests_total{model="_unknown",status="404",version="_unknown"}' in text
 
 
 def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
@@ -215,6 +215,7 @@ def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
         "/predict/{model}": {"post": "predict"},
         "/models": {"get": "listModels"},
         "/models/{name}": {"get": "getModel"},
+        "/models/reload": {"post": "reloadModels"},
         "/health/live": {"get": "live"},
         "/health/ready": {"get": "ready"},
         "/metrics": {"get": "metrics"},

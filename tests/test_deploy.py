@@ -311,8 +311,8 @@ def test_api_environment_names_real_settings_with_their_defaults(
 
 # Settings compose does not pass, each for a reason: the image's CMD listens on 0.0.0.0:8000
 # (API_PORT maps the host's port); API keys come from a secret (docker-compose.keys.yml);
-# ENGINE_SOCKET is set by the launcher for its own workers.
-NOT_IN_COMPOSE = {"host", "port", "api_keys", "api_keys_file", "engine_socket"}
+# ENGINE_SOCKET and RUN_DIR are set by the launcher for its own workers.
+NOT_IN_COMPOSE = {"host", "port", "api_keys", "api_keys_file", "engine_socket", "run_dir"}
 
 
 def test_every_setting_reaches_the_container_and_the_readme(gpu_config: dict[str, Any]) -> None:
@@ -321,7 +321,7 @@ def test_every_setting_reaches_the_container_and_the_readme(gpu_config: dict[str
     readme = (ROOT / "README.md").read_text()
     rows = re.findall(r"^\| (`[A-Z_]+`(?:, `[A-Z_]+`)*) \|", readme, re.M)  # the config table
     documented = {name.strip("`").lower() for row in rows for name in row.split(", ")}
-    internal = {"engine_socket"}  # documented in app/config.py only: not a knob
+    internal = {"engine_socket", "run_dir"}  # documented in app/config.py only: not knobs
     assert set(Settings.model_fields) - internal <= documented
 
 
@@ -447,4 +447,5 @@ def test_the_readme_docker_steps_are_complete_for_a_non_root_user(
             assert in_clone or f"mkdir -p {folder}" in steps, f"{name}: bind source {folder}"
     assert "APP_UID=" in steps and "APP_GID=" in steps  # else UID 10001 cannot write weights/
     assert "docker compose up -d --build" in steps and "docker-compose.cpu.yml" in steps
-    assert "--profile train run --rm train" in steps and "docker compose restart api" in steps
+    assert "--profile train run --rm train" in steps
+    assert "-X POST localhost:8000/models/reload" in steps  # what train wrote, served at once

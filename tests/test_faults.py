@@ -15,7 +15,7 @@ import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-import app.engine.host
+import app.engine.loading
 import app.engine.local
 import app.frontend.uploads
 from app.engine.batching import DeviceLost
@@ -41,7 +41,7 @@ async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _batcher(app: FastAPI, name: str) -> object:
-    return app.state.zoo.engine.host.hosted[name].batcher
+    return app.state.zoo.engine.host.hosted[name, 1].batcher
 
 
 def _wrap_model(app: FastAPI, name: str, wrap: Callable[[Callable], Callable]) -> None:
@@ -168,12 +168,16 @@ def test_a_model_that_fails_to_start_keeps_readiness_down(
                 raise RuntimeError("CUDA error: no kernel image is available for execution")
             super().__init__(ckpt, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(app.engine.host, "Predictor", BrokenOnThisDevice)
+    monkeypatch.setattr(app.engine.loading, "Predictor", BrokenOnThisDevice)
     with TestClient(create_app(settings(models=("lenet", "mnist_cnn")))) as c:
         ready = c.get("/health/ready")
         # lenet has a valid checkpoint but could not start: not ready, though mnist_cnn serves.
         assert ready.status_code == 503
-        assert ready.json() == {"ready": False, "models": {"lenet": "failed", "mnist_cnn": "ready"}}
+        assert ready.json() == {
+            "ready": False,
+            "models": {"lenet": "failed", "mnist_cnn": "ready"},
+            "versions": {"lenet": {"1": "failed"}, "mnist_cnn": {"1": "ready"}},
+        }
         info = c.get("/models/lenet").json()
         assert (
             info["status"] == "failed"

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 import app.engine.host
+import app.engine.loading
 from app.engine.batching import DeviceLost
 from app.engine.host import ModelHost
 from app.metrics import Metrics
@@ -33,10 +34,9 @@ class FakeCudaPredictor:
     def _saw(self, what: str) -> None:
         self.threads.setdefault(what, set()).add(threading.current_thread().name)
 
-    def warm_up(self) -> dict[int, str]:
+    def warm_up(self) -> None:
         self._saw("warmed")
         self.fits = 8  # the largest size warm-up found room for
-        return {}
 
     def launch(self, digits: Tensor) -> Tensor:
         self._saw("ran")
@@ -49,7 +49,7 @@ def on_cuda(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     tf32: list[bool] = []
     monkeypatch.setattr(app.engine.host, "resolve_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(app.engine.host, "set_tf32", tf32.append)
-    monkeypatch.setattr(app.engine.host, "Predictor", FakeCudaPredictor)
+    monkeypatch.setattr(app.engine.loading, "Predictor", FakeCudaPredictor)
     FakeCudaPredictor.threads = {}
     return tf32
 
@@ -72,32 +72,39 @@ async def test_on_cuda_each_model_is_placed_warmed_and_run_in_its_own_thread(
         assert torch.get_num_threads() == 1  # no idle OpenMP pool spinning beside the frontends
         assert on_cuda == [False]  # DTYPE=float32 computes in float32
         for name in ("lenet", "mnist_cnn"):
-            assert (await host.enqueue(name, torch.zeros((3, 1, 28, 28), dtype=torch.uint8))).shape
+            zeros = torch.zeros((3, 1, 28, 28), dtype=torch.uint8)
+            assert (await host.enqueue(name, 1, zeros)).shape
         seen = FakeCudaPredictor.threads
-        assert seen["placed"] == seen["warmed"] == seen["ran"] == {"model-lenet", "model-mnist_cnn"}
+        each = {"model-lenet-v1", "model-mnist_cnn-v1"}  # a thread per version
+        assert seen["placed"] == seen["warmed"] == seen["ran"] == each
         assert {h.batcher.depth for h in host.hosted.values()} == {2}
         assert {h.batcher.max_batch_size for h in host.hosted.values()} == {8}
         assert {h.card.max_batch_size for h in host.hosted.values()} == {conf.max_batch_size}
     finally:
         await host.stop()
-    assert [t.name for t in threads] == ["model-lenet", "model-mnist_cnn"]
+    assert [t.name for t in threads] == ["model-lenet-v1", "model-mnist_cnn-v1"]
     assert not any(t.is_alive() for t in threads)  # the host stops the threads it made
 
 
-async def test_on_the_cpu_every_model_is_warmed_in_the_shared_model_thread(
+async def test_on_the_cpu_models_are_warmed_beside_the_shared_thread_and_calibrated_in_it(
     monkeypatch: pytest.MonkeyPatch, threads_restored: object
 ) -> None:
-    warmed: list[str] = []
-    warm_up = app.engine.host.Predictor.warm_up
+    # Warm-up (a batch of each size: seconds for VGG on a CPU) runs off the thread the CPU
+    # models share, so a reload does not hold up the others' batches; calibration switches
+    # oneDNN off process-wide for its calls, so it runs in that thread, between batches.
+    seen: dict[str, list[str]] = {"warm_up": [], "calibrate": []}
+    Predictor = app.engine.loading.Predictor
+    for step in seen:
 
-    def recorded(self: app.engine.host.Predictor) -> dict[int, str]:
-        warmed.append(threading.current_thread().name)
-        return warm_up(self)
+        def recorded(self: Predictor, step: str = step, was: object = getattr(Predictor, step)):
+            seen[step].append(threading.current_thread().name)
+            return was(self)  # type: ignore[operator]
 
-    monkeypatch.setattr(app.engine.host.Predictor, "warm_up", recorded)
+        monkeypatch.setattr(Predictor, step, recorded)
     host = await ModelHost.start(settings(models=("lenet", "mnist_cnn")), Metrics(), 1)
     try:
-        assert warmed == ["models-cpu", "models-cpu"]
+        assert seen["calibrate"] == ["models-cpu", "models-cpu"]
+        assert len(seen["warm_up"]) == 2 and "models-cpu" not in seen["warm_up"]
     finally:
         await host.stop()
 
@@ -116,7 +123,7 @@ async def test_a_lost_device_is_told_once(tmp_path: Path, threads_restored: obje
             hosted.batcher.fn = lost
         for name in ("lenet", "mnist_cnn"):
             with pytest.raises(DeviceLost):
-                await host.enqueue(name, torch.zeros((1, 1, 28, 28), dtype=torch.uint8))
+                await host.enqueue(name, 1, torch.zeros((1, 1, 28, 28), dtype=torch.uint8))
         assert len(told) == 1 and host.lost is told[0]
     finally:
         await host.stop()

@@ -63,7 +63,8 @@ def seven(mnist_test: MnistSplit) -> bytes:
 
 
 def _count(metrics: str) -> float:
-    m = re.search(r'^zoo_requests_total\{model="lenet",status="200"\} (\S+)$', metrics, re.M)
+    pattern = r'^zoo_requests_total\{model="lenet",status="200",version="1"\} (\S+)$'
+    m = re.search(pattern, metrics, re.M)
     return float(m.group(1)) if m else 0.0
 
 

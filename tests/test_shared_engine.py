@@ -1,7 +1,9 @@
 """The shared layout: a model-owner process serving several frontends through shared memory."""
 
 import asyncio
+import json
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -17,11 +19,24 @@ from app.engine.batching import DeviceLost
 from app.engine.client import RemoteEngine
 from app.engine.owner import _Frontend
 from app.engine.owner_process import OwnerProcess
-from app.engine.wire import HEADER, RESULT, failure_from
+from app.engine.wire import (
+    ACK,
+    HEADER,
+    RESULT,
+    SUBMIT,
+    Kind,
+    Outcome,
+    Slab,
+    create_mapped,
+    failure_from,
+    frame,
+    frame_json,
+    read_message,
+)
 from app.failures import Failure, ServiceError
 from app.main import create_app
 from models.data import MnistSplit
-from tests.helpers import png, settings, shared_app
+from tests.helpers import WEIGHTS, png, settings, shared_app
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +86,16 @@ async def test_two_frontends_share_one_queue_and_its_bound(digits: np.ndarray) -
         a = await RemoteEngine.connect(o.socket, conf)
         b = await RemoteEngine.connect(o.socket, conf)
         try:
-            first = asyncio.create_task(a.classify("mnist_cnn", many))
+            first = asyncio.create_task(a.classify("mnist_cnn", 1, many))
             async with asyncio.timeout(30):
-                while b.queued("mnist_cnn") == 0:  # b sees a's images through shared memory
+                while b.queued("mnist_cnn", 1) == 0:  # b sees a's images through shared memory
                     await asyncio.sleep(0.001)
             with pytest.raises(ServiceError, match="queue is full") as refused:
-                await b.classify("mnist_cnn", many)  # any of a's still queued: no room
+                await b.classify("mnist_cnn", 1, many)  # any of a's still queued: no room
             assert refused.value.failure is Failure.QUEUE_FULL
             probs = await first
-            assert probs.shape == (2000, 10) and a.queued("mnist_cnn") == 0
-            again = await b.classify("mnist_cnn", many[:60])  # room again
+            assert probs.shape == (2000, 10) and a.queued("mnist_cnn", 1) == 0
+            again = await b.classify("mnist_cnn", 1, many[:60])  # room again
             assert np.array_equal(again, probs[:60])
         finally:
             await a.close()
@@ -94,15 +109,15 @@ async def test_a_request_that_gives_up_is_withdrawn_and_frees_its_slots(
         client = await RemoteEngine.connect(o.socket, settings(max_queue=256, max_files=256))
         try:
             with pytest.raises(TimeoutError):
-                await asyncio.wait_for(client.classify("mnist_cnn", digits[:256]), 0.02)
+                await asyncio.wait_for(client.classify("mnist_cnn", 1, digits[:256]), 0.02)
             deadline = time.monotonic() + 10
             while client._slots.used and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             assert client._slots.used == 0  # the owner answered CANCELLED; the slab is free
             # Withdrawn rows never reached the model: the queue empties long before 256
             # single-image batches of mnist_cnn could have run.
-            assert client.queued("mnist_cnn") == 0
-            assert (await client.classify("mnist_cnn", digits[:3])).shape == (3, 10)
+            assert client.queued("mnist_cnn", 1) == 0
+            assert (await client.classify("mnist_cnn", 1, digits[:3])).shape == (3, 10)
         finally:
             await client.close()
 
@@ -134,7 +149,7 @@ async def test_a_closed_engine_refuses_new_work(digits: np.ndarray) -> None:
         client = await RemoteEngine.connect(o.socket, settings(max_queue=64, max_files=64))
         await client.close()
         with pytest.raises(ServiceError) as refused:
-            await client.classify("lenet", digits[:1])
+            await client.classify("lenet", 1, digits[:1])
         assert refused.value.failure is Failure.SHUTTING_DOWN
 
 
@@ -161,3 +176,46 @@ def test_the_owner_passes_a_refusal_on_and_hides_a_model_error() -> None:
     assert [r.failure for r in replies] == [Failure.SHUTTING_DOWN, Failure.INFERENCE_FAILED]
     assert replies[0].detail == "lenet cannot run: its device failed"  # a retry elsewhere works
     assert "illegal" not in replies[1].detail  # internals stay in the owner's log
+
+
+async def test_the_owner_keeps_a_version_until_every_frontend_has_the_new_catalogue(
+    digits: np.ndarray, tmp_path: Path
+) -> None:
+    shutil.copy(WEIGHTS / "lenet.safetensors", tmp_path / "lenet.safetensors")
+    async with owner(models=("lenet",), weights_dir=tmp_path) as o:
+        # Frontend a speaks the wire by hand, so that it can be slow to take a new catalogue.
+        reader, writer = await asyncio.open_unix_connection(str(o.socket))
+        writer.write(frame(Kind.HELLO, b""))
+        welcome = json.loads((await read_message(reader))[1])
+        path, memory = create_mapped(Slab.size(8, welcome["classes"]), tmp_path, "slab-")
+        slab = Slab(memory, 8, welcome["classes"])
+        writer.write(frame_json(Kind.ATTACH, {"slab": str(path), "slots": 8}))
+        assert (await read_message(reader))[0] == Kind.ATTACHED
+        slab.digits[0] = digits[0]
+
+        async def submit(rid: int, version: int) -> tuple[int, bytes]:
+            writer.write(frame(Kind.SUBMIT, SUBMIT.pack(rid, 0, version, 0, 1)))
+            kind, payload = await read_message(reader)
+            assert kind == Kind.RESULT and RESULT.unpack_from(payload)[0] == rid
+            return RESULT.unpack_from(payload)[1], payload[RESULT.size :]
+
+        b = await RemoteEngine.connect(o.socket, settings(max_queue=64, max_files=64))
+        try:
+            (tmp_path / "lenet").mkdir()  # a rolling deploy: version 2 in, version 1 out
+            shutil.copy(WEIGHTS / "lenet.safetensors", tmp_path / "lenet" / "2.safetensors")
+            (tmp_path / "lenet.safetensors").unlink()
+            reloading = asyncio.create_task(b.reload())
+            kind, payload = await read_message(reader)
+            assert kind == Kind.CATALOG  # a has it, and has not said so yet
+            assert (await submit(1, 1))[0] == Outcome.OK  # so version 1 still answers it
+            assert not reloading.done()  # the reload waits for a
+            writer.write(frame(Kind.CATALOG_ACK, ACK.pack(json.loads(payload)["generation"])))
+            report = await asyncio.wait_for(reloading, 30)
+            assert [c.change for c in report.changes] == ["added", "removed"]
+            outcome, detail = await submit(2, 1)  # taken: now version 1 is gone
+            assert outcome == Outcome.FAILED
+            assert failure_from(detail).failure is Failure.SHUTTING_DOWN
+            assert (await b.classify("lenet", 2, digits[:1])).shape == (1, 10)
+        finally:
+            await b.close()
+            writer.close()

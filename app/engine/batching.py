@@ -54,13 +54,20 @@ class ModelThread:
 
     def _serve(self) -> None:
         while (item := self._calls.get()) is not None:
-            loop, future, fn, args = item
-            try:
-                result, error = fn(*args), None
-            except BaseException as exc:  # handed to the caller, who decides
-                result, error = None, exc
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(_settle, future, result, error)
+            self._run(*item)
+            # Not kept while waiting for the next call: the last call's function and arguments
+            # (a batch, a model a reload has retired) go now.
+            del item
+
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop, future: "asyncio.Future[Any]",
+             fn: Callable[..., Any], args: tuple[Any, ...]) -> None:  # fmt: skip
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:  # handed to the caller, who decides
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(_settle, future, result, error)
 
     def stop(self) -> None:
         """Finish the calls already handed over, then end the thread."""

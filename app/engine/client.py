@@ -7,12 +7,16 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from app.config import Settings
 from app.engine.wire import (
+    ACK,
     CANCEL,
+    QUEUE_SLOTS,
+    RELOAD,
     RESULT,
     SUBMIT,
     Kind,
@@ -27,9 +31,11 @@ from app.engine.wire import (
     read_message,
 )
 from app.failures import Failure, queue_full
-from app.serving.catalog import Served, from_json
+from app.metrics import Metrics
+from app.serving.catalog import Model, ReloadReport, model_from_json
 
 log = logging.getLogger(__name__)
+Waiter = asyncio.Future[tuple[Outcome, bytes]]
 
 
 class RemoteEngine:
@@ -39,48 +45,68 @@ class RemoteEngine:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        catalog: dict[str, Served],
+        catalogue: dict[str, Any],
         slab: Slab,
         queues: np.ndarray,
+        metrics: Metrics | None = None,
     ) -> None:
         self._reader, self._writer = reader, writer
-        self._catalog = catalog
-        self._index = {name: i for i, name in enumerate(catalog)}
+        self._metrics = metrics
+        # SUBMIT's model index: the order of the first catalogue (the listed models never change).
+        self._index = {m["name"]: i for i, m in enumerate(catalogue["catalog"])}
+        self._take(catalogue)
         self._slab, self._digits, self._probs = slab, slab.digits, slab.probabilities
         self._slots = SlotAllocator(slab.slots)
         self._queues = queues
         self._ids = itertools.count(1)
-        self._waiting: dict[int, tuple[asyncio.Future[tuple[Outcome, bytes]], int, int]] = {}
+        self._waiting: dict[int, tuple[Waiter, int, int]] = {}
+        self._reloads: dict[int, Waiter] = {}
         self._gone = False
         self._listener = asyncio.get_running_loop().create_task(self._listen())
 
+    def _take(self, catalogue: dict[str, Any]) -> None:
+        """Route by a catalogue from the model owner (WELCOME's or CATALOG's), all at once."""
+        self._catalog = {m.name: m for m in map(model_from_json, catalogue["catalog"])}
+        self._queue_slot = {
+            (name, int(version)): slot
+            for name, slots in catalogue["queues"].items()
+            for version, slot in slots.items()
+        }
+        if self._metrics is not None:  # the request series of versions that left go too
+            live = {(n, str(v)) for n, m in self._catalog.items() for v in m.versions}
+            self._metrics.keep_only(live)
+
     @classmethod
-    async def connect(cls, socket_path: str | Path, settings: Settings) -> "RemoteEngine":
+    async def connect(
+        cls, socket_path: str | Path, settings: Settings, metrics: Metrics | None = None
+    ) -> "RemoteEngine":
         """Say hello to the model owner and share a slab with it: as many digit slots as the
-        owner's queue holds, and one more request, so the queue bound is what binds."""
+        owner's queue holds, and one more request, so the queue bound is what binds. The
+        frontend's ``metrics`` follow its catalogue."""
         slots = settings.max_queue + settings.max_files
         reader, writer = await asyncio.open_unix_connection(str(socket_path))
         writer.write(frame(Kind.HELLO, b""))
         kind, payload = await read_message(reader)
         if kind != Kind.WELCOME:
             raise ConnectionError(f"the model owner answered {kind.name} to HELLO")
-        welcome = json.loads(payload)
-        catalog = {s.name: s for s in map(from_json, welcome["catalog"])}
-        queues = np.ndarray((len(catalog),), np.int64, open_mapped(welcome["queues"]))
+        catalogue = json.loads(payload)
+        queues = np.ndarray((QUEUE_SLOTS,), np.int64, open_mapped(catalogue["queue_file"]))
         directory = Path(socket_path).parent
-        path, memory = create_mapped(Slab.size(slots, welcome["classes"]), directory, "slab-")
+        classes = catalogue["classes"]
+        path, memory = create_mapped(Slab.size(slots, classes), directory, "slab-")
         try:
             writer.write(frame_json(Kind.ATTACH, {"slab": str(path), "slots": slots}))
-            kind, _ = await read_message(reader)
+            while (kind := (message := await read_message(reader))[0]) == Kind.CATALOG:
+                catalogue = _taken(writer, catalogue, message[1])  # a reload since WELCOME
             if kind != Kind.ATTACHED:
                 raise ConnectionError(f"the model owner answered {kind.name} to ATTACH")
         finally:
             os.unlink(path)  # both sides have it mapped: nothing to clean up after a crash
-        return cls(reader, writer, catalog, Slab(memory, slots, welcome["classes"]), queues)
+        return cls(reader, writer, catalogue, Slab(memory, slots, classes), queues, metrics)
 
     @property
-    def catalog(self) -> dict[str, Served]:
-        """Every listed model, loaded or with the reason it is not (as the owner reported)."""
+    def catalog(self) -> dict[str, Model]:
+        """Every listed model and its versions (as the owner last reported them)."""
         return self._catalog
 
     @property
@@ -88,11 +114,12 @@ class RemoteEngine:
         """False once the connection to the model owner is lost."""
         return not self._gone
 
-    def queued(self, name: str) -> int:
-        """Images waiting for ``name``, as the model owner publishes them in shared memory."""
-        return int(self._queues[self._index[name]])
+    def queued(self, name: str, version: int) -> int:
+        """Images waiting for a version, as the model owner publishes them in shared memory."""
+        slot = self._queue_slot.get((name, version))
+        return 0 if slot is None else int(self._queues[slot])
 
-    async def classify(self, name: str, digits: np.ndarray) -> np.ndarray:
+    async def classify(self, name: str, version: int, digits: np.ndarray) -> np.ndarray:
         """Digits into the slab, SUBMIT, wait for RESULT, probabilities out of the slab."""
         if self._gone:
             raise Failure.SHUTTING_DOWN.error()
@@ -102,9 +129,10 @@ class RemoteEngine:
             raise queue_full(name, self._slots.used, self._slots.slots)
         self._digits[first : first + n] = digits
         rid = next(self._ids) & 0xFFFFFFFF
-        future: asyncio.Future[tuple[Outcome, bytes]] = asyncio.get_running_loop().create_future()
+        future: Waiter = asyncio.get_running_loop().create_future()
         self._waiting[rid] = (future, first, n)
-        self._writer.write(frame(Kind.SUBMIT, SUBMIT.pack(rid, self._index[name], first, n)))
+        submit = SUBMIT.pack(rid, self._index[name], version, first, n)
+        self._writer.write(frame(Kind.SUBMIT, submit))
         try:
             outcome, detail = await future
         except asyncio.CancelledError:  # timed out: withdraw; the slots free when RESULT comes
@@ -120,24 +148,50 @@ class RemoteEngine:
             raise failure_from(detail)
         raise Failure.SHUTTING_DOWN.error()  # cancelled by the owner: it is stopping
 
+    async def reload(self) -> ReloadReport:
+        """RELOAD: the owner reloads and sends every frontend the new catalogue (this one's
+        arrives before the answer, on the same connection); what changed."""
+        if self._gone:
+            raise Failure.SHUTTING_DOWN.error()
+        rid = next(self._ids) & 0xFFFFFFFF
+        future: Waiter = asyncio.get_running_loop().create_future()
+        self._reloads[rid] = future
+        self._writer.write(frame(Kind.RELOAD, RELOAD.pack(rid)))
+        try:
+            outcome, detail = await future
+        finally:
+            self._reloads.pop(rid, None)
+        if outcome == Outcome.OK:
+            return ReloadReport.model_validate_json(detail)
+        raise failure_from(detail)
+
     async def _listen(self) -> None:
-        """Resolve each RESULT's waiter; on a lost connection fail them all."""
+        """Resolve each RESULT's waiter, take each CATALOG; on a lost connection fail them all."""
         try:
             while True:
                 kind, payload = await read_message(self._reader)
-                if kind != Kind.RESULT:
+                if kind == Kind.CATALOG:
+                    self._take(_taken(self._writer, {}, payload))
+                    continue
+                if kind not in (Kind.RESULT, Kind.RELOADED):
                     continue
                 rid, code = RESULT.unpack_from(payload)
+                outcome = (Outcome(code), payload[RESULT.size :])
+                if kind == Kind.RELOADED:
+                    if (reload := self._reloads.get(rid)) is not None and not reload.done():
+                        reload.set_result(outcome)
+                    continue
                 future, first, n = self._waiting.pop(rid)
                 if future.done():  # its request gave up: nobody will read these slots
                     self._slots.free(first, n)
                 else:
-                    future.set_result((Outcome(code), payload[RESULT.size :]))
+                    future.set_result(outcome)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             log.error("lost the model owner: %s", exc)
         finally:
             self._gone = True
-            for future, _, _ in self._waiting.values():
+            waiters = [w for w, _, _ in self._waiting.values()] + list(self._reloads.values())
+            for future in waiters:
                 if not future.done():
                     future.set_exception(Failure.SHUTTING_DOWN.error())
             self._waiting.clear()
@@ -151,3 +205,10 @@ class RemoteEngine:
         self._writer.close()
         with contextlib.suppress(ConnectionError):
             await self._writer.wait_closed()
+
+
+def _taken(writer: asyncio.StreamWriter, before: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    """A CATALOG message over ``before``, acknowledged: from now on this worker routes by it."""
+    catalogue = {**before, **json.loads(payload)}
+    writer.write(frame(Kind.CATALOG_ACK, ACK.pack(catalogue["generation"])))
+    return catalogue

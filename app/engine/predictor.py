@@ -130,12 +130,12 @@ class Predictor:
             size *= 2
         return chosen
 
-    def warm_up(self) -> dict[int, str]:
-        """Run a batch of every size in ``sizes``, then calibrate; on the thread that will run
-        the batches, since CUDA's cuBLAS and cuDNN handles are made per thread."""
+    def warm_up(self) -> None:
+        """Run a batch of every size in ``sizes``; on CUDA on the thread that will run the
+        batches, since cuBLAS and cuDNN handles are made per thread. (:meth:`calibrate` follows,
+        on the CPU in the thread the CPU models share.)"""
         for n in self.sizes:
             self(torch.randint(0, 256, (n, 1, *DIGIT_SHAPE), dtype=torch.uint8))
-        return self.calibrate()
 
     @torch.inference_mode()
     def _run(self, placement: Placement, digits: Tensor) -> Tensor:

@@ -5,7 +5,16 @@ Each frontend worker maps a file (in /dev/shm where there is one) holding ``slot
 digits into a run of free slots and sends SUBMIT (request id, model, first slot, count) over a
 Unix socket; the model owner reads the digits there, batches them with everyone else's, writes
 the probabilities into the same slots and answers RESULT. Only those small messages travel
-through the socket. Imports no torch.
+through the socket.
+
+Versions: a SUBMIT names its model by index (the order of WELCOME's catalogue: the listed
+models never change while the service runs, so the index stays valid across reloads) and its
+version by number. A reload runs in the model owner (RELOAD from the frontend that got the
+request, or the owner's own polling); once the new versions are warm and swapped in, the owner
+sends CATALOG to every frontend and waits for each one's CATALOG_ACK (from then on it submits
+to the new catalogue's versions only), then lets the versions that left finish and frees them,
+and answers RELOADED. Queue depths live in shared memory, one slot per loaded version; the
+catalogue messages say which. Imports no torch.
 """
 
 import asyncio
@@ -14,6 +23,7 @@ import mmap
 import os
 import struct
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -26,21 +36,28 @@ from models.framing import DIGIT_SHAPE
 
 DIGIT_BYTES = DIGIT_SHAPE[0] * DIGIT_SHAPE[1]
 HEADER = struct.Struct("<BI")  # message type, payload length
-SUBMIT = struct.Struct("<IHII")  # request id, model index, first slot, count
+SUBMIT = struct.Struct("<IHIII")  # request id, model index, version, first slot, count
 CANCEL = struct.Struct("<I")  # request id
 RESULT = struct.Struct("<IB")  # request id, Outcome; FAILED: "<slug>\n<detail>" in UTF-8 follows
+RELOAD = struct.Struct("<I")  # request id
+ACK = struct.Struct("<I")  # the generation of the catalogue now in use
+QUEUE_SLOTS = 4096  # versions loaded at once whose queue depth frontends can read
 
 
 class Kind(IntEnum):
     """Message types."""
 
     HELLO = 1  # frontend -> owner, empty
-    WELCOME = 2  # owner -> frontend, JSON: {"catalog": [...], "classes": c, "queues": path}
+    WELCOME = 2  # owner -> frontend, JSON: CATALOG's, and {"classes": c, "queues": path}
     ATTACH = 3  # frontend -> owner, JSON: {"slab": path, "slots": n}
     ATTACHED = 4  # owner -> frontend, empty: the slab is mapped, its file may go
     SUBMIT = 5
     CANCEL = 6
     RESULT = 7
+    RELOAD = 8  # frontend -> owner, RELOAD
+    RELOADED = 9  # owner -> frontend, RESULT; OK: the report's JSON follows, FAILED: as RESULT
+    CATALOG = 10  # owner -> frontend, JSON: {"generation": g, "catalog": [...], "queues": {...}}
+    CATALOG_ACK = 11  # frontend -> owner, ACK
 
 
 class Outcome(IntEnum):
@@ -175,3 +192,38 @@ class SlotAllocator:
         if i > 0 and runs[i - 1][0] + runs[i - 1][1] == start:  # and with the previous one
             runs[i - 1] = (runs[i - 1][0], runs[i - 1][1] + runs[i][1])
             del runs[i]
+
+
+class QueueTable:
+    """The model owner's queue depths in shared memory, one slot per version a frontend may
+    submit to; every frontend reads its version's before it decodes a request."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path, memory = create_mapped(8 * QUEUE_SLOTS, directory, "queues-")
+        self.depth = np.ndarray((QUEUE_SLOTS,), np.int64, memory)
+        self.slot: dict[tuple[str, int], int] = {}
+
+    def publish(self, name: str, version: int, n: int) -> None:
+        """A version's batcher says how many images wait."""
+        slot = self.slot.get((name, version))
+        if slot is not None:
+            self.depth[slot] = n
+
+    def assign(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Slots for exactly these versions: each keeps its own; new ones start at zero (past
+        QUEUE_SLOTS a version has none, and only the owner's own bound applies to it)."""
+        keys = list(keys)
+        kept = {k: s for k, s in self.slot.items() if k in keys}
+        free = sorted(set(range(QUEUE_SLOTS)) - set(kept.values()), reverse=True)
+        for key in keys:
+            if key not in kept and free:
+                kept[key] = free.pop()
+                self.depth[kept[key]] = 0
+        self.slot = kept
+
+    def table(self) -> dict[str, dict[str, int]]:
+        """The slots as the catalogue messages carry them: model -> version -> slot."""
+        out: dict[str, dict[str, int]] = {}
+        for (name, version), slot in self.slot.items():
+            out.setdefault(name, {})[str(version)] = slot
+        return out

@@ -42,6 +42,13 @@ class PredictQuery(BaseModel):
     """The predict route's query parameters (unknown ones are ignored)."""
 
     top_k: int = Field(3, ge=1, le=10, description="how many labels to rank")
+    version: int | None = Field(
+        None,
+        ge=1,
+        le=999_999_999,
+        description="the model's version to run (see `GET /models/{name}`); default: the "
+        "model's default version",
+    )
     include: Literal["digit"] | None = Field(
         None,
         description="`digit`: add to each prediction the 28x28 digit the model saw, as a base64 "
@@ -80,8 +87,8 @@ def encode(result: Answer, top_k: int) -> bytes:
         if seen is not None:
             prediction["digit"] = digit_png(next(seen))
         predictions.append(prediction)
-    body = PredictResponse(model=result.model.name, device=result.model.device,
-                           predictions=predictions)  # fmt: skip
+    body = PredictResponse(model=result.model.name, version=result.model.version,
+                           device=result.model.device, predictions=predictions)  # fmt: skip
     return orjson.dumps(body)
 
 
@@ -91,7 +98,8 @@ def _example() -> dict[str, Any]:
 
     probs = np.array([[1e-05, 2e-05, 0.0011, 2e-04, 1e-05, 3e-05, 1e-06, 0.9981, 1e-05, 5e-04]])
     model = Loaded(
-        name="lenet", parameters=61610, input=(1, 28, 28), device="cpu", dtype="float32",
+        name="lenet", parameters=61610, input=(1, 28, 28), version=1, device="cpu",
+        dtype="float32",
         labels=tuple("0123456789"), test_accuracy=0.9945, test_loss=0.02, max_batch_size=64,
         checkpoint=CheckpointInfo(path="lenet.safetensors", sha256="", created_at="",
                                   train_command="", torch_version="", dataset_fingerprint=""),
@@ -143,6 +151,7 @@ class LeanPredict:
                     state.metrics,
                     scope["path_params"]["model"],
                     read,
+                    version=query.version,
                     keep_digits=query.include == "digit",
                 )
             )
@@ -155,7 +164,8 @@ class LeanPredict:
                 work.cancel()
                 log.info("the client left before its answer; its work was stopped")
                 return
-            body = encode(work.result(), query.top_k)
+            result = work.result()
+            body = encode(result, query.top_k)
         except ServiceError as exc:
             await problem_response(exc, settings.retry_after_s)(scope, receive, send)
             return
@@ -166,6 +176,7 @@ class LeanPredict:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    (b"x-model-version", str(result.model.version).encode()),
                 ],
             }
         )
@@ -216,6 +227,7 @@ REQUEST_BODY: dict[str, Any] = {
 FAILURES = (
     Failure.MALFORMED_MULTIPART,
     Failure.UNKNOWN_MODEL,
+    Failure.UNKNOWN_VERSION,
     Failure.REQUEST_TIMEOUT,
     Failure.CONTENT_TOO_LARGE,
     Failure.IMAGE_TOO_LARGE,
@@ -245,11 +257,21 @@ def add_predict_route(app: FastAPI) -> None:
         "position, transparency or orientation), queued with other requests' images, and "
         "classified in dynamic batches. Answers come back in upload order: a prediction per "
         "image, or, for an image that could not be used, a problem object naming the file "
-        "and its index. The request fails (422) only when no image could be used.",
+        "and its index. The request fails (422) only when no image could be used. The "
+        "model's default version answers unless `version` names another; the answer says "
+        "which (`version`, and the X-Model-Version header).",
         operation_id="predict",
         openapi_extra={"requestBody": REQUEST_BODY},
         responses={
-            200: {"content": {"application/json": {"example": _example()}}},
+            200: {
+                "content": {"application/json": {"example": _example()}},
+                "headers": {
+                    "X-Model-Version": {
+                        "description": "the version that answered",
+                        "schema": {"type": "integer"},
+                    }
+                },
+            },
             **problem_responses(*FAILURES),
         },
         tags=["predict"],

@@ -2,7 +2,8 @@
 
 The predict answer is TypedDicts: the encoder (app/frontend/predict.py) builds exactly these
 (mypy checks its keys and types) and FastAPI documents the same classes, so the two cannot
-drift. The model descriptions are the catalogue's two kinds, loaded or unavailable.
+drift. The model descriptions are the catalogue's two kinds, loaded or unavailable, for a model
+(its default version) and for each of its versions.
 """
 
 from typing import Annotated, Literal, NotRequired
@@ -61,6 +62,9 @@ class PredictResponse(TypedDict):
     """Per uploaded image, in upload order, its prediction or the problem with that image."""
 
     model: Annotated[str, Field(examples=["lenet"])]
+    version: Annotated[
+        int, Field(description="the version that answered (also the X-Model-Version header)")
+    ]
     device: Annotated[str, Field(examples=["cpu"])]
     predictions: list[Prediction | ImageProblem]
 
@@ -73,14 +77,47 @@ class InputSpecInfo(BaseModel):
     width: int
 
 
+class LoadedVersion(BaseModel):
+    """A version that is loaded, warmed and taking requests (`?version=N`)."""
+
+    version: int = Field(examples=[2])
+    loaded: Literal[True] = True
+    status: Literal["ready"] = Field("ready", description="loaded and warmed")
+    test_accuracy: float = Field(description="MNIST test accuracy (fraction)")
+    test_loss: float
+    queue_depth: int = Field(description="images waiting now")
+    checkpoint: CheckpointInfo
+
+
+class UnavailableVersion(BaseModel):
+    """A version whose file is in WEIGHTS_DIR but cannot serve, and why."""
+
+    version: int = Field(examples=[3])
+    loaded: Literal[False] = False
+    status: Literal["invalid", "failed"] = Field(
+        description="invalid (the file fails validation) or failed (could not start on the "
+        "device)"
+    )
+    reason: str = Field(description="why it is not loaded, and how to fix it")
+
+
+VersionInfo = Annotated[LoadedVersion | UnavailableVersion, Field(discriminator="status")]
+
+
 class _Model(BaseModel):
     name: str = Field(examples=["lenet"])
     parameters: int = Field(examples=[61610])
     input: InputSpecInfo
+    default_version: int | None = Field(
+        description="the version a request without ?version gets: the one pinned by "
+        "MODEL_VERSIONS, else the highest loaded one; null when the model has no checkpoint"
+    )
+    versions: list[VersionInfo] = Field(description="every version in WEIGHTS_DIR, in order")
 
 
 class LoadedModel(_Model):
-    """A model that is loaded, warmed and taking requests."""
+    """A model whose default version is loaded, warmed and taking requests; the fields beside
+    `versions` describe that version."""
 
     loaded: Literal[True] = True
     status: Literal["ready"] = Field("ready", description="loaded and warmed")
@@ -95,12 +132,13 @@ class LoadedModel(_Model):
 
 
 class UnavailableModel(_Model):
-    """A listed model that cannot serve, and why."""
+    """A listed model that cannot serve by default, and why."""
 
     loaded: Literal[False] = False
     status: Literal["missing", "invalid", "failed"] = Field(
-        description="missing (no checkpoint), invalid (a checkpoint that fails validation) or "
-        "failed (could not start on the device); the same words as /health/ready"
+        description="missing (no checkpoint, or none of the pinned version), invalid (the "
+        "default version's checkpoint fails validation) or failed (it could not start on the "
+        "device); the same words as /health/ready"
     )
     reason: str = Field(description="why it is not loaded, and how to fix it")
 
@@ -124,4 +162,11 @@ class Readiness(BaseModel):
     """Whether every model that has a valid checkpoint is loaded and warmed."""
 
     ready: bool
-    models: dict[str, str] = Field(examples=[{"lenet": "ready", "vgg16": "missing"}])
+    models: dict[str, str] = Field(
+        description="each model's default version's status",
+        examples=[{"lenet": "ready", "vgg16": "missing"}],
+    )
+    versions: dict[str, dict[str, str]] = Field(
+        description="each version's status, by model",
+        examples=[{"lenet": {"1": "ready", "2": "ready"}, "vgg16": {}}],
+    )

@@ -1,8 +1,9 @@
 """Answering a prediction request: model lookup, the queue check, digits, the model call.
 
 Whichever protocol carried the request (``/predict``, the v2 protocol), it reaches here as a
-model name and a way to read its uploads; what comes back is, per upload in order, its
-probabilities or why that one image could not be used. The request fails only when no image
+model name, an optional version and a way to read its uploads; what comes back is the version
+that answered and, per upload in order, its probabilities or why that one image could not be
+used. The request fails only when no image
 could be used. REQUEST_TIMEOUT_S covers everything after the body: decoding, preprocessing,
 queueing and inference.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from app.digits.pipeline import Rejection, plain_gray_png, to_digits
 from app.digits.preprocess import ImageLimits
 from app.failures import Failure, ServiceError
-from app.metrics import Metrics
+from app.metrics import UNKNOWN, Metrics
 from app.serving.catalog import Loaded
 from app.serving.zoo import Zoo
 from models.framing import FRAME
@@ -39,7 +40,7 @@ class Upload:
 class Answer:
     """What the model made of a request's uploads."""
 
-    model: Loaded
+    model: Loaded  # the version that answered
     uploads: list[Upload]
     probabilities: np.ndarray  # a row per usable upload, in upload order
     rejections: list[Rejection]  # the unusable ones, by index
@@ -76,8 +77,8 @@ def _decode_inline(uploads: list[Upload]) -> bool:
 
 
 async def _classify(
-    zoo: Zoo, name: str, uploads: list[Upload], keep_digits: bool
-) -> tuple[np.ndarray, list[Rejection], np.ndarray | None]:
+    zoo: Zoo, name: str, version: int | None, uploads: list[Upload], keep_digits: bool
+) -> tuple[Loaded, np.ndarray, list[Rejection], np.ndarray | None]:
     limits = ImageLimits(
         max_pixels=zoo.settings.max_image_pixels,
         max_decode_bytes=zoo.settings.decode_memory_mb << 20,
@@ -91,8 +92,8 @@ async def _classify(
         raise _nothing_usable(uploads, rejections)
     if rejections:
         digits = np.delete(digits, [r.index for r in rejections], axis=0)
-    probabilities = await zoo.classify(name, digits)
-    return probabilities, rejections, digits if keep_digits else None
+    model, probabilities = await zoo.classify(name, version, digits)
+    return model, probabilities, rejections, digits if keep_digits else None
 
 
 async def answer(
@@ -101,23 +102,27 @@ async def answer(
     name: str,
     read: Callable[[], Awaitable[list[Upload]]],
     *,
+    version: int | None = None,
     keep_digits: bool = False,
 ) -> Answer:
-    """Everything past the parsing, counted in the metrics by model and outcome."""
+    """Everything past the parsing, counted in the metrics by model, version and outcome."""
     started = time.perf_counter()
-    label = name if name in zoo.models else "_unknown"  # bounded label cardinality
+    label = name if name in zoo.models else UNKNOWN  # bounded label cardinality
+    answered_by = UNKNOWN  # likewise: a version in the catalogue, once one is resolved
     status, n_images = Failure.INTERNAL_ERROR.kind.status, 0
     timeout = zoo.settings.request_timeout_s
     try:
-        model = zoo.get(name)
+        model = zoo.get(name, version)  # unknown or unloaded: refused before the body is read
+        answered_by = str(model.version)
         uploads = await read()
         n_images = len(uploads)
-        zoo.check_room(name, n_images)  # a full queue refuses before any decoding
+        zoo.check_room(model, n_images)  # a full queue refuses before any decoding
         try:
             async with asyncio.timeout(timeout):
-                probabilities, rejections, digits = await _classify(
-                    zoo, name, uploads, keep_digits
+                model, probabilities, rejections, digits = await _classify(
+                    zoo, name, version, uploads, keep_digits
                 )
+                answered_by = str(model.version)  # a reload meanwhile may have moved it on
         except TimeoutError:
             raise Failure.INFERENCE_TIMEOUT.error(
                 f"no answer from {name} within {timeout:g} s"
@@ -131,6 +136,6 @@ async def answer(
         status = Failure.CLIENT_CLOSED.kind.status
         raise
     finally:
-        metrics.requests.labels(label, str(status)).inc()
-        metrics.images.labels(label, str(status)).inc(n_images)
+        metrics.requests.labels(label, str(status), answered_by).inc()
+        metrics.images.labels(label, str(status), answered_by).inc(n_images)
         metrics.request_latency.labels(label).observe(time.perf_counter() - started)

@@ -1,22 +1,26 @@
-"""What the service holds, as plain data: each listed model is Loaded or Unavailable.
+"""What the service holds, as plain data: each listed model's versions, Loaded or Unavailable,
+and the version a request without ``?version`` gets.
 
 The records cross process borders (the model owner sends them to every frontend worker), so
-they are frozen dataclasses of JSON-ready values, and this module imports no torch.
+they are frozen dataclasses of JSON-ready values (and pydantic models), and this module imports
+no torch.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 Reason = Literal["missing", "invalid", "failed"]
+ChangeKind = Literal["added", "replaced", "removed", "invalid", "failed"]
 
 
 class CheckpointInfo(BaseModel):
     """Where a loaded model's weights came from."""
 
     path: str = Field(
-        description="the file, relative to the weights folder", examples=["lenet.safetensors"]
+        description="the file, relative to the weights folder",
+        examples=["lenet.safetensors", "lenet/2.safetensors"],
     )
     sha256: str
     created_at: str
@@ -36,8 +40,9 @@ class Listed:
 
 @dataclass(frozen=True)
 class Loaded(Listed):
-    """A model that is loaded, warmed and taking requests."""
+    """One version of a model that is loaded, warmed and taking requests."""
 
+    version: int
     device: str
     dtype: str
     labels: tuple[str, ...]
@@ -49,13 +54,83 @@ class Loaded(Listed):
 
 @dataclass(frozen=True)
 class Unavailable(Listed):
-    """A listed model that cannot serve, and why (with what would fix it)."""
+    """A version that cannot serve (or, version None, a model with no checkpoint at all), and
+    why, with what would fix it."""
 
+    version: int | None
     status: Reason
     reason: str
 
 
 Served = Loaded | Unavailable
+
+
+@dataclass(frozen=True)
+class Model:
+    """A listed model: every version found for it, and what a request without ``?version``
+    gets (the default version's record, or why there is none)."""
+
+    name: str
+    versions: dict[int, Served]  # in version order
+    default: Served
+
+    @property
+    def default_version(self) -> int | None:
+        """The version that answers by default (None: the model has no checkpoint)."""
+        return self.default.version
+
+
+def choose_default(versions: dict[int, Served], pin: int | None, none: Unavailable) -> Served:
+    """The version a request without ``?version`` runs: the pinned one (MODEL_VERSIONS), else
+    the highest loaded one; with none loaded, why not (the newest version's reason, or
+    ``none``'s when the model has no checkpoint at all)."""
+    if pin is not None:
+        if pin in versions:
+            return versions[pin]
+        return replace(
+            none,
+            version=pin,
+            reason=f"MODEL_VERSIONS pins version {pin}, and WEIGHTS_DIR has no checkpoint of "
+            f"{none.name} version {pin}",
+        )
+    loaded = [v for v, served in versions.items() if isinstance(served, Loaded)]
+    if loaded:
+        return versions[max(loaded)]
+    return versions[max(versions)] if versions else none
+
+
+class Change(BaseModel):
+    """One thing a reload changed."""
+
+    model: str = Field(examples=["lenet"])
+    version: int = Field(examples=[2])
+    change: ChangeKind = Field(
+        description="added (loaded, warmed, now serving), replaced (its file changed: the new "
+        "one serves), removed (its file is gone: it finished what it had accepted and was "
+        "freed), invalid (the file failed validation: whatever served before still serves), "
+        "failed (valid, but it could not start on the device: likewise)"
+    )
+    reason: str | None = Field(None, description="why, for invalid and failed")
+
+
+class ReloadReport(BaseModel):
+    """What a reload found changed in WEIGHTS_DIR, and each model's default version after it."""
+
+    changes: list[Change]
+    default_versions: dict[str, int | None] = Field(examples=[{"lenet": 2, "vgg16": None}])
+    notes: list[str] = Field(
+        default_factory=list,
+        description="files passed over, e.g. lenet.safetensors beside lenet/1.safetensors",
+    )
+
+    def summary(self) -> str:
+        """One line for the log: each change, then the default versions."""
+        said = [f"{c.change} {c.model} v{c.version}" + (f" ({c.reason})" if c.reason else "")
+                for c in self.changes]  # fmt: skip
+        defaults = ", ".join(f"{n} v{v}" for n, v in self.default_versions.items() if v)
+        return f"{'; '.join(said + self.notes) or 'nothing changed'}; default versions: " + (
+            defaults or "none"
+        )
 
 
 def to_json(served: Served) -> dict[str, Any]:
@@ -75,3 +150,22 @@ def from_json(data: dict[str, Any]) -> Served:
         fields["checkpoint"] = CheckpointInfo(**fields["checkpoint"])
         return Loaded(**fields)
     return Unavailable(**fields)
+
+
+def model_to_json(model: Model) -> dict[str, Any]:
+    """A model's versions and default as JSON-ready data."""
+    return {
+        "name": model.name,
+        "versions": [to_json(s) for s in model.versions.values()],
+        "default": to_json(model.default),
+    }
+
+
+def model_from_json(data: dict[str, Any]) -> Model:
+    """The model :func:`model_to_json` wrote."""
+    versions = [from_json(s) for s in data["versions"]]
+    return Model(
+        data["name"],
+        {s.version: s for s in versions if s.version is not None},
+        from_json(data["default"]),
+    )

@@ -6,9 +6,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.frontend.routes.deps import MetricsDep, ZooDep
 from app.frontend.schemas import Liveness, Readiness
-from app.serving.catalog import Loaded
+from app.serving.catalog import Loaded, Served
 
 router = APIRouter(tags=["health"])
+
+
+def _status(served: Served) -> str:
+    return "ready" if isinstance(served, Loaded) else served.status
 
 
 @router.get(
@@ -30,7 +34,10 @@ async def ready(zoo: ZooDep) -> JSONResponse:
     """200 when every model with a valid checkpoint is loaded and warmed, else 503."""
     body = Readiness(
         ready=zoo.ready,
-        models={n: "ready" if isinstance(m, Loaded) else m.status for n, m in zoo.models.items()},
+        models={n: _status(m.default) for n, m in zoo.models.items()},
+        versions={
+            n: {str(v): _status(s) for v, s in m.versions.items()} for n, m in zoo.models.items()
+        },
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
@@ -47,6 +54,7 @@ async def ready(zoo: ZooDep) -> JSONResponse:
         }
     },
 )
-async def metrics(m: MetricsDep) -> Response:
-    """Requests and images by model and status, latency, queue wait, inference, batch sizes."""
-    return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(m: MetricsDep, zoo: ZooDep) -> Response:
+    """Requests and images by model, version and status, latency, queue wait, inference, batch
+    sizes; per version, for the versions in the catalogue."""
+    return Response(m.exposition(live=zoo.live()), media_type=CONTENT_TYPE_LATEST)
