@@ -4,6 +4,8 @@ memory by the decoder process when they do not."""
 import asyncio
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ from PIL import Image, ImageDraw
 from app.digits.decode import ImageLimits, ImageRejected, decode_image, jpeg_scans, webp_size
 from app.failures import Failure
 from app.main import create_app
-from app.serving.decoding import DecoderPool
+from app.serving.decoding import Decoder, DecoderPool
 from benchmarks import hostile_files
 from benchmarks.harness import process_tree
 from benchmarks.hostile import connect
@@ -170,6 +172,22 @@ async def test_a_cancelled_decode_stops_its_process() -> None:
         assert not decoder.process.is_alive()
     finally:
         await pool.close()
+
+
+def test_a_ctrl_c_while_the_decoder_starts_is_not_for_it() -> None:
+    """The terminal's SIGINT (and the supervisor's SIGTERM) reach a decoder still importing:
+    it ignores them from its first instruction, and the worker keeps its own handlers."""
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    decoder = Decoder(memory_mb=256)
+    try:
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+            os.kill(decoder.process.pid, sig)
+            time.sleep(0.05)
+        assert decoder.ready(60)
+        assert decoder.process.is_alive()
+    finally:
+        decoder.kill()
 
 
 async def test_the_memory_ceiling_holds_for_what_no_check_foresaw() -> None:

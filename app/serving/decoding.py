@@ -22,6 +22,8 @@ import logging
 import multiprocessing
 import resource
 import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -88,10 +90,6 @@ def _decoder_main(conn: Connection, memory_mb: int) -> None:
     """The decoder process: jobs in, digits out, under a memory ceiling."""
     import cv2
 
-    # A Ctrl-C reaches the whole process group: the worker ends this process (the pipe closes)
-    # once it has drained, so the signal itself is not for it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     cv2.setNumThreads(1)  # one request at a time: threads would only reserve memory
     _decode_all(Job([_warm_up_photo()], ImageLimits()))  # first calls' set-up, before any job
     ceiling = _vm_bytes("VmSize") + memory_mb * 1024 * 1024
@@ -110,6 +108,23 @@ def _decoder_main(conn: Connection, memory_mb: int) -> None:
             return
 
 
+@contextlib.contextmanager
+def _stop_signals_ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored while a child starts, so that it inherits that from its first
+    instruction: a Ctrl-C reaches the whole process group, and a decoder still importing would
+    die of it with a traceback. The worker ends its decoder itself (the pipe closes) once it has
+    drained, so these signals are not for the decoder."""
+    if threading.current_thread() is not threading.main_thread():  # signal.signal's rule
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 class Decoder:
     """One decoder process and the pipe to it."""
 
@@ -119,7 +134,8 @@ class Decoder:
         self.process = ctx.Process(
             target=_decoder_main, args=(child, memory_mb), name="zoo-decoder", daemon=True
         )
-        self.process.start()
+        with _stop_signals_ignored():
+            self.process.start()
         child.close()
 
     def ready(self, timeout: float) -> bool:
