@@ -12,6 +12,10 @@ from app.serving.catalog import Loaded, Served, Unavailable
 from app.serving.decoding import DecoderPool
 from app.serving.engine import Engine
 
+# Until the catalogue holds versions, every listed model is served as its version 1 (the
+# weights folder's <model>.safetensors).
+ONLY_VERSION = "1"
+
 
 class Zoo:
     """Models by name, behind one engine (in this process, or the model owner), and the
@@ -43,6 +47,26 @@ class Zoo:
             )
         return served
 
+    def versions(self, name: str) -> tuple[str, ...]:
+        """The versions of a listed model, oldest first (404 for an unknown model)."""
+        self.lookup(name)
+        return (ONLY_VERSION,)
+
+    def version(self, name: str, asked: str | None = None) -> str:
+        """The version a request for ``name`` gets: the one it asked for, which the model must
+        have (else 404 listing the ones it has), or the newest. Every protocol's version check
+        (the v2 paths' ``/versions/<v>``) is this one."""
+        versions = self.versions(name)
+        if asked is None:
+            return versions[-1]
+        if asked not in versions:
+            shown = asked if len(asked) <= 64 else asked[:64] + "..."
+            raise Failure.UNKNOWN_VERSION.error(
+                f"model {name!r} has no version {shown!r}; versions: {', '.join(versions)}",
+                versions=list(versions),
+            )
+        return asked
+
     def get(self, name: str) -> Loaded:
         """The named model, ready to take work, or the error that says why not."""
         served = self.lookup(name)
@@ -51,6 +75,14 @@ class Zoo:
         if isinstance(served, Unavailable):
             raise Failure.MODEL_NOT_LOADED.error(f"model {name!r} is not loaded: {served.reason}")
         return served
+
+    def takes_work(self, name: str) -> bool:
+        """Whether a request for ``name`` would be taken now (what :meth:`get` checks)."""
+        try:
+            self.get(name)
+        except ServiceError:
+            return False
+        return True
 
     def check_room(self, name: str, n: int) -> None:
         """503 now, before any decoding, when ``n`` more images would not fit the queue."""
