@@ -24,6 +24,7 @@ BAD = {
     "empty.png": "empty upload",
     "truncated.png": "could not decode",
     "blank.png": "no digit found: the image is blank",
+    "huge.png": "(MAX_UPLOAD_BYTES)",  # never read: the others' places must not shift
 }
 
 
@@ -59,6 +60,8 @@ def folder(mnist_test: MnistSplit, tmp_path_factory: pytest.TempPathFactory) -> 
     (root / "empty.png").write_bytes(b"")
     (root / "truncated.png").write_bytes(png(mnist_test.images[0, 0].numpy())[:60])
     (root / "blank.png").write_bytes(png(np.full((28, 28), 255, np.uint8)))
+    with open(root / "huge.png", "wb") as f:  # sparse: 21 MiB on paper, nothing on disk
+        f.truncate(21 << 20)
     (root / ".hidden.png").write_bytes(b"left out")
     return root
 
