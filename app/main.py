@@ -108,7 +108,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Filename"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Filename",
+                "Inference-Header-Content-Length",  # the v2 protocol's binary data
+            ],
+            expose_headers=["Inference-Header-Content-Length"],
         )
     app.add_middleware(
         BodyLimitMiddleware,

@@ -120,6 +120,14 @@ def test_images_are_preprocessed_as_predict_does(client: TestClient, digits: np.
     np.testing.assert_array_equal(got, predict(client, "lenet", files))
 
 
+def test_null_means_absent(client: TestClient, digits: np.ndarray) -> None:
+    tensor = {**image_input([png(digits[0])]), "parameters": None}
+    body = infer(client, "lenet", {"id": None, "parameters": None, "inputs": [tensor]})
+    assert "id" not in body and body["outputs"][0]["shape"] == [1, 10]
+    outputs = [{"name": "probabilities", "parameters": None}]
+    assert infer(client, "lenet", {"inputs": [tensor], "outputs": outputs})["outputs"]
+
+
 def test_binary_in_and_out(client: TestClient, digits: np.ndarray) -> None:
     files = [png(d) for d in digits]
     raw = b"".join(struct.pack("<I", len(f)) + f for f in files)

@@ -129,3 +129,22 @@ def test_what_stops_the_run_says_why(folder: Path, keyed_service: Server) -> Non
 def test_it_is_a_console_script_of_the_package() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["zoo-predict"] == "app.cli.predict:main"
+
+
+def test_batches_over_the_services_limits_are_split(folder: Path) -> None:
+    """A service with smaller limits than zoo-predict's batches: MAX_FILES 4, 4 KiB bodies."""
+    from fastapi.testclient import TestClient
+
+    from app.cli.remote import _post
+    from app.main import create_app
+    from tests.helpers import settings
+
+    big = folder.parent / "big.png"
+    big.write_bytes(np.random.default_rng(0).bytes(5000))
+    paths = [*sorted(str(p) for p in (folder / "class-0").iterdir())[:10], str(big)]
+    conf = settings(models=("lenet",), max_files=4, max_queue=8, max_upload_bytes=4096)
+    with TestClient(create_app(conf)) as service:
+        rows = _post(service, "lenet", paths)
+    assert [r.path for r in rows] == paths
+    assert [r.label for r in rows[:10]] == [Path(p).stem[-1] for p in paths[:10]]
+    assert rows[10].label == "" and "4096-byte limit" in rows[10].error

@@ -16,7 +16,7 @@ import csv
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import chain
 from pathlib import Path
 from typing import TextIO
@@ -45,10 +45,22 @@ def find_files(args: list[str], leave_out: Path | None) -> tuple[list[str], list
                     path = os.path.join(folder, name)
                     if name.startswith(".") or (skip and Path(path).resolve() == skip):
                         continue
-                    found.append(path)
+                    if os.path.isfile(path):  # not a pipe, a socket or a broken link
+                        found.append(path)
         else:
             missing.append(arg)
     return found, missing
+
+
+def _count(least: int) -> Callable[[str], int]:
+    """An argument type: a whole number, at least ``least``."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {least}")
+        return int(text)
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,8 +83,10 @@ def _parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get(WEIGHTS_DIR, "weights")),
         help="where the checkpoints are, in-process (default: $WEIGHTS_DIR, else weights)",
     )
-    p.add_argument("--workers", type=int, default=0, help="processes in-process (0: a core each)")
-    p.add_argument("--batch-size", type=int, default=BATCH, help="files per batch")
+    p.add_argument(
+        "--workers", type=_count(0), default=0, help="processes in-process (0: a core each)"
+    )
+    p.add_argument("--batch-size", type=_count(1), default=BATCH, help="files per batch")
     return p
 
 

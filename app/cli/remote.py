@@ -55,11 +55,14 @@ def _ask(
         if r.status_code == 503 and "retry-after" in r.headers:  # a full queue: wait it out
             time.sleep(float(r.headers["retry-after"]))
             continue
-        if r.status_code == 413 and kind.endswith("/content-too-large") and len(files) > 1:
-            half = len(files) // 2  # over the body limit: in two requests
+        too_many = kind.endswith(("/content-too-large", "/too-many-files"))
+        if too_many and len(files) > 1:  # over the service's limits: in two requests
+            half = len(files) // 2
             return _ask(client, model, paths, files[:half]) + _ask(
                 client, model, paths, files[half:]
             )
+        if too_many:  # one file, over the service's body limit
+            return [Row(paths[files[0][0]], error=str(body.get("detail")))]
         if r.status_code == 200:
             answers = body["predictions"]
         elif r.status_code in (413, 422) and ("index" in body or "problems" in body):

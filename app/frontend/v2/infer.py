@@ -45,7 +45,7 @@ def read_request(scope: Scope, body: bytes, max_files: int) -> InferRequest:
             f"Content-Encoding {encoding!r}: compressed request bodies are not supported"
         )
     length = _single(scope, HEADER)
-    if length is not None and not length.isdigit():
+    if length is not None and not (length.isascii() and length.isdigit()):
         raise invalid(f"Inference-Header-Content-Length {length!r} is not a number of bytes")
     if length is not None and int(length) == 0:
         return raw_image(body)

@@ -73,6 +73,11 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _parameters(value: Any, where: str) -> dict[str, Any]:
+    """A ``parameters`` object; absent or null is none."""
+    return {} if value is None else _object(value, f"{where}.parameters")
+
+
 def _flag(parameters: dict[str, Any], key: str, where: str) -> bool | None:
     value = parameters.get(key)
     if value is not None and not isinstance(value, bool):
@@ -88,7 +93,7 @@ def _count(value: Any, where: str) -> int:
 
 def _wanted(request: dict[str, Any]) -> Wanted:
     """The request's ``outputs`` and ``binary_data_output``: the one output, and how."""
-    parameters = _object(request.get("parameters", {}), "parameters")
+    parameters = _parameters(request.get("parameters"), "the request")
     binary = _flag(parameters, "binary_data_output", "the request") or False
     outputs = request.get("outputs")
     if outputs is None:
@@ -100,8 +105,8 @@ def _wanted(request: dict[str, Any]) -> Wanted:
     output = _object(outputs[0], "outputs[0]")
     if output.get("name") != PROBABILITIES:
         raise invalid(f"no output named {output.get('name')!r}; the output is {PROBABILITIES!r}")
-    parameters = _object(output.get("parameters", {}), f"output {PROBABILITIES!r}.parameters")
     where = f"output {PROBABILITIES!r}"
+    parameters = _parameters(output.get("parameters"), where)
     if "shared_memory_region" in parameters:
         raise invalid("shared memory is not supported: ask for the output in the body")
     own = _flag(parameters, "binary_data", where)
@@ -201,7 +206,7 @@ def parse(body: bytes, header_length: int | None, max_items: int) -> InferReques
         got = tensor.get("datatype")
         raise invalid(f"input {name!r}: datatype {got!r}, the model takes {DATATYPES[name]}")
     n = _shape(tensor, name, max_items)
-    parameters = _object(tensor.get("parameters", {}), f"input {name!r}.parameters")
+    parameters = _parameters(tensor.get("parameters"), f"input {name!r}")
     if "shared_memory_region" in parameters:
         raise invalid("shared memory is not supported: send the input in the body")
     binary = memoryview(body)[end:]
