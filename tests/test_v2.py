@@ -18,7 +18,7 @@ from PIL import Image
 
 from app.main import create_app
 from models.data import MnistSplit
-from tests.helpers import png, settings
+from tests.helpers import png, settings, shared_app
 
 DIGITS = [-1, 28, 28]
 
@@ -170,6 +170,15 @@ def test_classification_returns_the_top_k(client: TestClient, digits: np.ndarray
             assert [int(i) for i in indices] == np.argsort(-p, kind="stable")[:shown].tolist()
             assert labels == indices  # the labels are "0" to "9"
             assert [np.float32(v) for v in values] == [p[int(i)] for i in indices]
+
+
+def test_the_shared_layout_answers_the_same(client: TestClient, digits: np.ndarray) -> None:
+    """Digits through the model owner's wire (ENGINE=shared, the GPU default), as in-process."""
+    sixteen = np.concatenate([digits, digits])  # past the sizes whose placement is timed
+    tensor = {"name": "digit", "datatype": "UINT8", "shape": [16, 28, 28], "data": sixteen.tolist()}
+    request = {"inputs": [tensor]}
+    with shared_app(settings(models=("lenet",))) as (app, _), TestClient(app) as shared:
+        assert infer(shared, "lenet", request) == infer(client, "lenet", request)
 
 
 def test_a_raw_body_is_one_image(client: TestClient, digits: np.ndarray) -> None:
