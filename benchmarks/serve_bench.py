@@ -36,7 +36,14 @@ import numpy as np
 from app.config import Settings
 from app.layout import plan, usable_cores
 from benchmarks.checks import accuracy, v2_accuracy
-from benchmarks.harness import ROOT, Server, free_port, service_command, start_server
+from benchmarks.harness import (
+    ROOT,
+    Server,
+    free_port,
+    git_state,
+    service_command,
+    start_server,
+)
 from benchmarks.wrk import digit_pngs, ensure_wrk, run_wrk, write_payloads, write_v2_payloads
 
 PAYLOAD_DIGITS = 4096
@@ -270,6 +277,7 @@ def cpu_main(args: argparse.Namespace) -> dict[str, Any]:
     )
     print_table(summary, targets)
     return {
+        **git_state(),
         "layout": layout.__dict__,
         "cores": usable_cores(),
         "accuracy": accuracies,
