@@ -34,6 +34,11 @@ class Failure(Enum):
         "the multipart framing is broken: no boundary, a part without a name, a part header "
         "over 4 KiB",
         "malformed multipart body: no boundary in the Content-Type")
+    INVALID_INFERENCE_REQUEST = Kind(
+        "invalid-inference-request", 400, "Invalid inference request",
+        "a v2 inference request whose JSON, input, datatype, shape, data or outputs do not fit "
+        "the protocol or the model's metadata (the detail names the field)",
+        "input 'digit': shape [2, 28, 28] holds 1568 values, the data has 784")
     UNAUTHORIZED = Kind(
         "unauthorized", 401, "Unauthorized",
         "API_KEYS is set and the request has no valid `Authorization: Bearer` key (sent with "

@@ -22,6 +22,7 @@ from app.frontend.problems import install_problem_handlers
 from app.frontend.routes import health, models
 from app.frontend.security import ApiKeyMiddleware, SecurityHeadersMiddleware
 from app.frontend.uploads import BodyLimitMiddleware
+from app.frontend.v2 import V2ErrorMiddleware, add_v2_routes
 from app.metrics import Metrics, mark_process_dead
 from app.serving.decoding import DecoderPool
 from app.serving.engine import Engine
@@ -37,6 +38,12 @@ TAGS = [
     {"name": "predict", "description": "Classify uploaded digit images."},
     {"name": "models", "description": "What the service holds and where it came from."},
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
+    {
+        "name": "v2",
+        "description": "The Open Inference Protocol (KServe v2 REST), as Triton, KServe and "
+        "Seldon speak it, with Triton's binary tensor data and classification extensions. "
+        "Errors are the protocol's `{\"error\": \"...\"}`.",
+    },
 ]
 
 
@@ -90,8 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings, app.state.metrics = settings, metrics
     install_problem_handlers(app)
-    # Outermost last: security headers, body guards (a 401 too reads the rest of the body
-    # before it goes out), CORS (answers preflights), API keys.
+    # Outermost last: security headers, the v2 protocol's error format (for every refusal
+    # below it), body guards (a 401 too reads the rest of the body before it goes out), CORS
+    # (answers preflights), API keys.
     keys = settings.keys()
     if keys:
         app.add_middleware(ApiKeyMiddleware, keys=keys)
@@ -100,7 +108,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Filename"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Filename",
+                "Inference-Header-Content-Length",  # the v2 protocol's binary data
+            ],
+            expose_headers=["Inference-Header-Content-Length"],
         )
     app.add_middleware(
         BodyLimitMiddleware,
@@ -108,10 +122,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_timeout_s=settings.body_timeout_s,
         min_body_rate=settings.min_body_rate,
     )
+    app.add_middleware(V2ErrorMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     add_predict_route(app)
     for router in (models.router, health.router):
         app.include_router(router)
+    add_v2_routes(app)
     add_docs(app)
     add_page(app)
     install_openapi(app, secured=bool(keys))

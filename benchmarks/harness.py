@@ -21,6 +21,19 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def git_state() -> dict[str, object]:
+    """The commit a result was made at, and whether tracked files differed from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now, on loopback."""
     with socket.socket() as s:

@@ -1,6 +1,7 @@
 """Serving benchmark: our service against its peers, loaded by wrk, interleaved in one run.
 
     python -m benchmarks.serve_bench --rounds 3 --duration 8 --json serve_bench.json
+    python -m benchmarks.serve_bench --servers ours --scenarios c8x64,c8x64v2   # v2 vs /predict
     python -m benchmarks.serve_bench --gpu            # GPU host: see benchmarks/serve_gpu.py
 
 Servers, each a real process on loopback, all started before the first measurement:
@@ -30,27 +31,52 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from app.config import Settings
 from app.layout import plan, usable_cores
-from benchmarks.harness import ROOT, Server, free_port, service_command, start_server
-from benchmarks.wrk import CONTENT_TYPE, digit_pngs, find_wrk, multipart, run_wrk, write_payloads
+from benchmarks.checks import accuracy, v2_accuracy
+from benchmarks.harness import (
+    ROOT,
+    Server,
+    free_port,
+    git_state,
+    service_command,
+    start_server,
+)
+from benchmarks.wrk import (
+    digit_pngs,
+    find_wrk,
+    run_wrk,
+    write_payloads,
+    write_v2_payloads,
+)
 
 PAYLOAD_DIGITS = 4096
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """One load shape: ``connections`` keep-alive clients sending ``images`` per request."""
+    """One load shape: ``connections`` keep-alive clients sending ``images`` per request, to
+    /predict (multipart) or, ``v2``, to the v2 protocol's infer (binary tensor data in and
+    out, as tritonclient sends by default; our service only)."""
 
     name: str
     connections: int
     images: int
+    v2: bool = False
+
+    def path(self, model: str) -> str:
+        """Where its requests go."""
+        return f"/v2/models/{model}/infer" if self.v2 else f"/predict/{model}"
 
 
-SCENARIOS = (Scenario("c1", 1, 1), Scenario("c32", 32, 1), Scenario("c8x64", 8, 64))
+SCENARIOS = (
+    Scenario("c1", 1, 1),
+    Scenario("c32", 32, 1),
+    Scenario("c8x64", 8, 64),
+    Scenario("c8x64v2", 8, 64, v2=True),
+)
 # (scenario, metric, server compared with, bound, higher is better): the issue's CPU targets.
 TARGETS = (
     ("c32", "req_s", "naive-1", 3.0, True),
@@ -60,6 +86,8 @@ TARGETS = (
     *((s.name, "req_s", "litserve", 1.0, True) for s in SCENARIOS),
     ("c1", "p50_ms", "litserve", 1.0, False),
 )
+# (scenario, metric, scenario compared with, bound): ours against ours, in the same rounds.
+SCENARIO_TARGETS = (("c8x64v2", "images_s", "c8x64", 0.85),)  # v2 within 15% of /predict
 
 
 def load_digits(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -68,20 +96,6 @@ def load_digits(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
     split = load_mnist(data_dir, train=False, download=False).head(PAYLOAD_DIGITS)
     return split.images[:, 0].numpy(), split.labels.numpy()
-
-
-def accuracy(server: Server, path: str, pngs: list[bytes], labels: np.ndarray) -> float:
-    """Fraction of the digits a server labels right, sent 64 per request."""
-    right = 0
-    for start in range(0, 640, 64):
-        body = multipart(pngs[start : start + 64], start)
-        r = httpx.post(
-            server.url + path, content=body, headers={"content-type": CONTENT_TYPE}, timeout=120
-        )
-        r.raise_for_status()
-        got = [p["label"] for p in r.json()["predictions"]]
-        right += sum(g == str(y) for g, y in zip(got, labels[start : start + 64], strict=True))
-    return right / 640
 
 
 def _commands(args: argparse.Namespace, workers: int, port: int) -> dict[str, list[str]]:
@@ -132,16 +146,16 @@ def measure(
 ) -> list[dict[str, Any]]:
     """Every scenario against every server, ``rounds`` times, the server order rotating."""
     rows = []
-    path = f"/predict/{args.model}"
     for rnd in range(args.rounds):
         for sc in [s for s in SCENARIOS if s.name in args.scenarios]:
             order = servers[rnd % len(servers) :] + servers[: rnd % len(servers)]
-            for server in order:
+            url, payload = sc.path(args.model), payloads[sc.name]
+            for server in [s for s in order if s.name.startswith("ours") or not sc.v2]:
                 for other in servers:  # the others sleep: their idle wake-ups cost no one
                     (other.resume if other is server else other.pause)()
-                run_wrk(server.url + path, payloads[sc.images], sc.connections, args.warmup)
+                run_wrk(server.url + url, payload, sc.connections, args.warmup)
                 cpu0 = server.cpu_seconds()
-                r = run_wrk(server.url + path, payloads[sc.images], sc.connections, args.duration)
+                r = run_wrk(server.url + url, payload, sc.connections, args.duration)
                 cpu = server.cpu_seconds() - cpu0
                 images = r["req_s"] * r["seconds"] * sc.images
                 rows.append(
@@ -203,6 +217,11 @@ def judge(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append(
             {"target": f"{name} {'>=' if higher else '<='} {bound:g}", "value": value, "pass": ok}
         )
+    for scenario, metric, other, bound in SCENARIO_TARGETS:
+        if (scenario, "ours") in by and (other, "ours") in by:
+            value = by[scenario, "ours"][metric] / by[other, "ours"][metric]
+            name = f"{scenario} {metric} ours / {other} ours"
+            out.append({"target": f"{name} >= {bound:g}", "value": value, "pass": value >= bound})
     errors = sum(s["errors"] for s in summary)
     out.append({"target": "no errors, any server", "value": errors, "pass": errors == 0})
     return out
@@ -236,9 +255,19 @@ def cpu_main(args: argparse.Namespace) -> dict[str, Any]:
     env = {"DEVICE": args.device, **dict(kv.split("=", 1) for kv in args.server_env)}
     layout = plan(Settings(**{k.lower(): v for k, v in env.items()}))  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        payloads = {n: write_payloads(pngs, n, Path(tmp) / f"x{n}") for n in (1, 64)}
+        payloads = {
+            sc.name: (write_v2_payloads if sc.v2 else write_payloads)(
+                pngs, sc.images, Path(tmp) / sc.name
+            )
+            for sc in SCENARIOS
+        }
         servers = start_servers(args, layout.workers, Path(tmp), stack)
         accuracies = {s.name: accuracy(s, f"/predict/{args.model}", pngs, labels) for s in servers}
+        accuracies |= {
+            f"{s.name} (v2)": v2_accuracy(s, args.model, pngs, labels)
+            for s in servers
+            if s.name.startswith("ours") and "c8x64v2" in args.scenarios
+        }
         print(
             "  accuracy on 640 MNIST test digits: "
             + ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items())
@@ -254,6 +283,7 @@ def cpu_main(args: argparse.Namespace) -> dict[str, Any]:
     )
     print_table(summary, targets)
     return {
+        **git_state(),
         "layout": layout.__dict__,
         "cores": usable_cores(),
         "accuracy": accuracies,
@@ -273,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--servers", default="ours,naive-1,naive-N,litserve")
-    p.add_argument("--scenarios", default="c1,c32,c8x64")
+    p.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS))
     p.add_argument("--weights-dir", type=Path, default=ROOT / "weights")
     p.add_argument(
         "--data-dir",

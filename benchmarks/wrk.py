@@ -1,13 +1,15 @@
 """HTTP load from wrk (C, light on the cores it shares with the server): payloads and one run.
 
-wrk posts prebuilt multipart bodies of MNIST test digits, rotating through them, on keep-alive
-connections, and a Lua ``done`` hook prints its counts and latency percentiles as JSON.
+wrk posts prebuilt bodies of MNIST test digits (multipart for /predict, the binary tensor data
+extension for the v2 protocol), rotating through them, on keep-alive connections, and a Lua
+``done`` hook prints its counts and latency percentiles as JSON.
 """
 
 import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,14 @@ init = function(args)
     f:close()
   end
   headers = {["Content-Type"] = args[3]}
+  local extra = io.open(args[1] .. "/headers", "r")  -- headers of the payload set, if any
+  if extra then
+    for line in extra:lines() do
+      local name, value = line:match("^([^:]+):%s*(.*)$")
+      if name then headers[name] = value end
+    end
+    extra:close()
+  end
   counter = 0
 end
 request = function()
@@ -103,6 +113,43 @@ def write_payloads(pngs: list[bytes], images: int, folder: Path) -> Path:
         idx = [(r * images + j) % len(pngs) for j in range(images)]
         (folder / f"{r}.bin").write_bytes(multipart([pngs[i] for i in idx], r * images))
     (folder / "post.lua").write_text(LUA)
+    return folder
+
+
+V2_HEAD = 256  # every v2 body's JSON is padded to this length: one header value for them all
+
+
+def v2_binary(pngs: list[bytes]) -> bytes:
+    """One v2 inference request body: ``image`` as binary tensor data, the output asked for
+    in binary, its JSON padded with spaces to V2_HEAD bytes."""
+    raw = b"".join(struct.pack("<I", len(p)) + p for p in pngs)
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [len(pngs)],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        },
+        separators=(",", ":"),
+    ).encode()
+    assert len(head) <= V2_HEAD, len(head)
+    return head.ljust(V2_HEAD) + raw
+
+
+def write_v2_payloads(pngs: list[bytes], images: int, folder: Path) -> Path:
+    """As :func:`write_payloads`, for the v2 protocol's binary path (and its headers)."""
+    write_payloads(pngs, images, folder)
+    for r in range(BODIES):
+        idx = [(r * images + j) % len(pngs) for j in range(images)]
+        (folder / f"{r}.bin").write_bytes(v2_binary([pngs[i] for i in idx]))
+    (folder / "headers").write_text(
+        f"Content-Type: application/octet-stream\nInference-Header-Content-Length: {V2_HEAD}\n"
+    )
     return folder
 
 

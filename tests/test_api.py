@@ -219,6 +219,16 @@ def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
         "/health/live": {"get": "live"},
         "/health/ready": {"get": "ready"},
         "/metrics": {"get": "metrics"},
+        # The v2 protocol's (tests/test_v2.py checks their documentation).
+        "/v2": {"get": "serverMetadata"},
+        "/v2/health/live": {"get": "serverLive"},
+        "/v2/health/ready": {"get": "serverReady"},
+        "/v2/models/{model}": {"get": "modelMetadata"},
+        "/v2/models/{model}/versions/{version}": {"get": "modelVersionMetadata"},
+        "/v2/models/{model}/ready": {"get": "modelReady"},
+        "/v2/models/{model}/versions/{version}/ready": {"get": "modelVersionReady"},
+        "/v2/models/{model}/infer": {"post": "infer"},
+        "/v2/models/{model}/versions/{version}/infer": {"post": "inferVersion"},
     }
     predict = spec["paths"]["/predict/{model}"]["post"]
     assert {"multipart/form-data", "application/octet-stream", "image/png"} <= set(
@@ -236,17 +246,22 @@ def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
         "503",
         "504",
     }
-    # One Problem component, referenced by every error response, with the table's examples.
+    # One Problem component, referenced by every error response, with the table's examples
+    # (the v2 protocol's errors are its own {"error"} objects, from the same table).
     schemas = spec["components"]["schemas"]
     assert "Problem" in schemas and "HTTPValidationError" not in schemas
     for path, ops in spec["paths"].items():
+        v2 = path.startswith("/v2")
         for op in ops.values():
             for code, response in op["responses"].items():
-                if code.startswith(("4", "5")) and path != "/health/ready":  # a Readiness 503
-                    content = response["content"]["application/problem+json"]
-                    assert content["schema"] == {"$ref": "#/components/schemas/Problem"}, path
+                readiness = path.endswith("/ready") and code == "503"  # a readiness answer
+                if code.startswith(("4", "5")) and not readiness:
+                    content = response["content"]["application/json" if v2 else PROBLEM]
+                    ref = f"#/components/schemas/{'V2Error' if v2 else 'Problem'}"
+                    assert content["schema"] == {"$ref": ref}, path
                     for example in content["examples"].values():
-                        assert example["value"]["status"] == int(code)
+                        value = example["value"]
+                        assert list(value) == ["error"] if v2 else value["status"] == int(code)
     slugs_503 = set(predict["responses"]["503"]["content"]["application/problem+json"]["examples"])
     assert slugs_503 == {"model-not-loaded", "queue-full", "shutting-down"}
     assert "Retry-After" in predict["responses"]["503"]["headers"]

@@ -1,5 +1,7 @@
-"""The OpenAPI document as clients need it: one Problem component, no responses never sent."""
+"""The OpenAPI document as clients need it: one Problem component (and the v2 protocol's one
+error object), no responses never sent."""
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -10,6 +12,7 @@ from app.failures import Failure
 from app.frontend.problems import problem_responses
 from app.frontend.schemas import Problem
 from app.frontend.security import needs_key
+from app.frontend.v2.schemas import V2Error
 
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 
@@ -33,7 +36,7 @@ def _require_key(doc: dict[str, Any]) -> None:
     }
     unauthorized = {str(k): v for k, v in problem_responses(Failure.UNAUTHORIZED).items()}
     for path, operations in doc["paths"].items():
-        if needs_key(path.replace("{model}", "x").replace("{name}", "x")):
+        if needs_key(re.sub(r"\{[^}]*\}", "x", path)):  # any value of its parameters
             for operation in operations.values():
                 operation["security"] = [{"apiKey": []}]
                 operation["responses"] = {**unauthorized, **operation["responses"]}
@@ -61,6 +64,7 @@ def install_openapi(app: FastAPI, secured: bool) -> None:
             schemas["Problem"] = TypeAdapter(Problem).json_schema(
                 ref_template="#/components/schemas/{model}"
             )
+            schemas["V2Error"] = V2Error.model_json_schema()  # the v2 protocol's errors
             if secured:
                 _require_key(doc)
             app.openapi_schema = doc

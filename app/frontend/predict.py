@@ -1,16 +1,14 @@
-"""POST /predict/{model}: the HTTP adapter of the serving core's answer, on a lean path.
+"""POST /predict/{model}: the HTTP adapter of the serving core's answer, on the lean path.
 
-FastAPI's generic form, dependency and validation machinery costs more than the rest of a
-small request, so the route is served by :class:`LeanPredict`, a plain ASGI app that reads the
-query and the body itself and answers with orjson. FastAPI still routes to it and documents it
-from :func:`predict_declaration`, whose signature (the path, the query model, the answer's
+The route is served by :class:`LeanPredict`, a plain ASGI app (app/frontend/lean.py) that reads
+the query and the body itself and answers with orjson; FastAPI documents it from
+:func:`predict_declaration`, whose signature (the path, the query model, the answer's
 TypedDict) is the route's contract; the query is validated with that same model.
 """
 
 import asyncio
 import base64
 import io
-import logging
 from typing import Annotated, Any, Literal, cast
 from urllib.parse import parse_qsl
 
@@ -18,12 +16,12 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from app.failures import Failure, ServiceError
+from app.frontend.lean import lean_route, send_bytes, unless_client_leaves
 from app.frontend.problems import (
     problem_body,
     problem_response,
@@ -34,8 +32,6 @@ from app.frontend.schemas import ImageProblem, Prediction, PredictResponse, TopK
 from app.frontend.uploads import read_body, uploads_of
 from app.serving.answer import Answer, Upload, answer, rejected
 from app.serving.catalog import CheckpointInfo, Loaded
-
-log = logging.getLogger(__name__)
 
 
 class PredictQuery(BaseModel):
@@ -107,8 +103,8 @@ def _example() -> dict[str, Any]:
     detail = Failure.INVALID_IMAGE.kind.message.removeprefix("notes.png: ")
     result = Answer(
         model,
-        [Upload("seven.png", b""), Upload("notes.png", b"")],
         probs.astype(np.float32),
+        [Upload("seven.png", b""), Upload("notes.png", b"")],
         [Rejection(1, detail, Failure.INVALID_IMAGE)],
         None,
     )
@@ -138,49 +134,29 @@ class LeanPredict:
             body_read.set()
             return uploads
 
-        async def client_gone() -> None:
-            await body_read.wait()  # until then the body's reader hears a disconnect
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
         try:
             query = _query(scope["query_string"])
-            work = asyncio.ensure_future(
-                answer(
+            done = await unless_client_leaves(
+                receive,
+                body_read,
+                lambda: answer(
                     state.zoo,
                     state.metrics,
                     scope["path_params"]["model"],
                     read,
                     version=query.version,
                     keep_digits=query.include == "digit",
-                )
+                ),
             )
-            watch = asyncio.ensure_future(client_gone())
-            try:
-                await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                watch.cancel()
-            if not work.done():  # nobody is left to answer: stop decoding and queueing
-                work.cancel()
-                log.info("the client left before its answer; its work was stopped")
+            if done is None:
                 return
-            result = work.result()
+            result = done[0]
             body = encode(result, query.top_k)
         except ServiceError as exc:
             await problem_response(exc, settings.retry_after_s)(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-model-version", str(result.model.version).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        version = str(result.model.version).encode()
+        await send_bytes(send, body, b"application/json", ((b"x-model-version", version),))
 
 
 async def predict_declaration(
@@ -188,14 +164,6 @@ async def predict_declaration(
 ) -> PredictResponse:
     """Classify the uploaded images with ``model``."""
     raise AssertionError("documentation only: LeanPredict serves this route")
-
-
-class LeanRoute(APIRoute):
-    """Routed and documented by FastAPI like any route; served by :class:`LeanPredict`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.app = LeanPredict()
 
 
 _IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
@@ -275,5 +243,5 @@ def add_predict_route(app: FastAPI) -> None:
             **problem_responses(*FAILURES),
         },
         tags=["predict"],
-        route_class_override=LeanRoute,
+        route_class_override=lean_route(LeanPredict()),
     )

@@ -1,9 +1,9 @@
 """Who may call what: optional API keys, CORS, and the headers that make the pages safe to expose.
 
-With API_KEYS (or API_KEYS_FILE) set, predict, /models and /metrics need
-``Authorization: Bearer <key>``; the health probes, the page, the docs and the OpenAPI document
-stay open (the page and Swagger UI ask for the key). Keys are compared in constant time and
-never logged.
+With API_KEYS (or API_KEYS_FILE) set, predict, /models, /metrics and the v2 protocol's metadata
+and inference need ``Authorization: Bearer <key>``; the health probes (the v2 ones too), the
+page, the docs and the OpenAPI document stay open (the page and Swagger UI ask for the key).
+Keys are compared in constant time and never logged.
 """
 
 import hmac
@@ -35,9 +35,25 @@ def route_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
+def _v2_probe(path: str) -> bool:
+    """The v2 protocol's health paths: /v2/health/*, /v2/models/<m>[/versions/<v>]/ready."""
+    parts = path.split("/")
+    if parts[1:3] == ["v2", "health"]:
+        return True
+    model_ready = len(parts) == 5 or (len(parts) == 7 and parts[4] == "versions")
+    return parts[1:3] == ["v2", "models"] and parts[-1] == "ready" and model_ready
+
+
 def needs_key(path: str) -> bool:
     """Whether a path is one the API keys guard (the probes and the docs stay open)."""
+    if path == "/v2" or path.startswith("/v2/"):  # metadata and inference; not its probes
+        return not _v2_probe(path)
     return path.startswith(("/predict/", "/models/")) or path in ("/models", "/metrics")
+
+
+def lean(path: str) -> bool:
+    """The inference paths, whose lean handlers answer JSON or tensors only."""
+    return path.startswith("/predict/") or (path.startswith("/v2/") and path.endswith("/infer"))
 
 
 def _bearer(scope: Scope) -> bytes | None:
@@ -80,14 +96,14 @@ class ApiKeyMiddleware:
 
 
 class SecurityHeadersMiddleware:
-    """CSP, nosniff, no referrer and no framing on every response but predict's (the hot path
-    answers JSON only, and its lean handler skips this)."""
+    """CSP, nosniff, no referrer and no framing on every response but the inference paths'
+    (the hot paths answer JSON or tensors only, and their lean handlers skip this)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or route_path(scope).startswith("/predict/"):
+        if scope["type"] != "http" or lean(route_path(scope)):
             await self.app(scope, receive, send)
             return
 

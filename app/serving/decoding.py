@@ -56,21 +56,27 @@ def _vm_bytes(field: str) -> int:
     return 0
 
 
-def _decode_all(job: Job) -> tuple[bytes, list[tuple[int, str, str]]]:
-    """to_digits, with an image that runs out of memory refused as too large."""
+def guarded_digits(datas: list[bytes], limits: ImageLimits) -> tuple[np.ndarray, list[Rejection]]:
+    """to_digits, with an image that runs out of memory refused as too large, the others kept."""
     try:
-        digits, rejections = to_digits(job.datas, job.limits)
+        return to_digits(datas, limits)
     except MemoryError:  # one of them: find it, keep the others
-        digits = np.zeros((len(job.datas), *DIGIT_SHAPE), np.uint8)
+        digits = np.zeros((len(datas), *DIGIT_SHAPE), np.uint8)
         rejections = []
-        for i, data in enumerate(job.datas):
+        for i, data in enumerate(datas):
             try:
-                one, rejected = to_digits([data], job.limits)
+                one, rejected = to_digits([data], limits)
             except MemoryError:
                 detail = "the image needs more memory to decode than allowed"
                 rejected = [Rejection(0, detail, Failure.IMAGE_TOO_LARGE)]
             digits[i] = one[0] if not rejected else 0
             rejections += [Rejection(i, r.detail, r.failure) for r in rejected]
+        return digits, rejections
+
+
+def _decode_all(job: Job) -> tuple[bytes, list[tuple[int, str, str]]]:
+    """The job's digits and rejections, as they cross the pipe."""
+    digits, rejections = guarded_digits(job.datas, job.limits)
     return digits.tobytes(), [(r.index, r.detail, r.failure.kind.slug) for r in rejections]
 
 

@@ -18,6 +18,15 @@ def _shown(name: str) -> str:
     return name if len(name) <= 64 else name[:64] + "..."
 
 
+def _unknown_version(model: Model, shown: str) -> ServiceError:
+    known = list(model.versions)
+    return Failure.UNKNOWN_VERSION.error(
+        f"{model.name} has no version {shown}; known versions: "
+        f"{', '.join(map(str, known)) or 'none'}",
+        known_versions=known,
+    )
+
+
 class Zoo:
     """Models by name, behind one engine (in this process, or the model owner), and the
     worker's decoder for the uploads that are not small plain PNGs."""
@@ -59,16 +68,30 @@ class Zoo:
         elif (found := model.versions.get(version)) is not None:
             served = found
         else:
-            known = list(model.versions)
-            raise Failure.UNKNOWN_VERSION.error(
-                f"{name} has no version {version}; known versions: "
-                f"{', '.join(map(str, known)) or 'none'}",
-                known_versions=known,
-            )
+            raise _unknown_version(model, str(version))
         if isinstance(served, Unavailable):
             which = f"model {name!r}" if version is None else f"{name} version {version}"
             raise Failure.MODEL_NOT_LOADED.error(f"{which} is not loaded: {served.reason}")
         return served
+
+    def version_named(self, name: str, text: str) -> int:
+        """The version a path names (the v2 protocol's ``/versions/<v>``, a string there): one
+        of the model's, else the same 404 as an unknown ``?version=N``."""
+        model = self.lookup(name)
+        if text.isascii() and text.isdigit() and int(text) in model.versions:
+            return int(text)
+        raise _unknown_version(model, _shown(text))
+
+    def takes_work(self, name: str, version: int | None = None) -> bool:
+        """Whether a request for that version of ``name`` would be taken now (what :meth:`get`
+        checks); an unknown model or version still raises its 404."""
+        try:
+            self.get(name, version)
+        except ServiceError as exc:
+            if exc.failure in (Failure.UNKNOWN_MODEL, Failure.UNKNOWN_VERSION):
+                raise
+            return False
+        return True
 
     def check_room(self, model: Loaded, n: int) -> None:
         """503 now, before any decoding, when ``n`` more images would not fit the queue."""
