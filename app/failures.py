@@ -51,8 +51,8 @@ class Failure(Enum):
         "no model named 'resnet'; known models: lenet, mnist_cnn")
     UNKNOWN_VERSION = Kind(
         "unknown-version", 404, "Unknown version",
-        "`?version=N` names a version the model does not have in WEIGHTS_DIR (the known ones "
-        "are listed)",
+        "`?version=N` (or a v2 path's `/versions/<v>`) names a version the model does not have "
+        "in WEIGHTS_DIR (the known ones are listed)",
         "lenet has no version 99; known versions: 1, 2")
     METHOD_NOT_ALLOWED = Kind("method-not-allowed", 405, "Method not allowed",
                               "the path exists but not for this method", "Method Not Allowed")

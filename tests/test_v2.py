@@ -7,8 +7,10 @@ tests/test_v2_clients.py.
 
 import base64
 import io
+import shutil
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -18,7 +20,7 @@ from PIL import Image
 
 from app.main import create_app
 from models.data import MnistSplit
-from tests.helpers import png, settings, shared_app
+from tests.helpers import WEIGHTS, png, settings, shared_app
 
 DIGITS = [-1, 28, 28]
 
@@ -192,13 +194,25 @@ def test_a_raw_body_is_one_image(client: TestClient, digits: np.ndarray) -> None
     assert out["shape"] == [1, 10] and int(np.argmax(out["data"])) == 7
 
 
-def test_versions(client: TestClient, digits: np.ndarray) -> None:
+def test_versions(tmp_path: Path, digits: np.ndarray) -> None:
+    """The version paths reach the version they name: the same resolver as ?version=N."""
+    (tmp_path / "lenet").mkdir()
+    shutil.copy(WEIGHTS / "lenet.safetensors", tmp_path / "lenet.safetensors")
+    shutil.copy(WEIGHTS / "lenet.safetensors", tmp_path / "lenet" / "2.safetensors")
+    (tmp_path / "lenet" / "3.safetensors").write_bytes(b"not a checkpoint")
     request = {"inputs": [image_input([png(digits[0])])]}
-    assert infer(client, "lenet", request, "/versions/1")["model_version"] == "1"
-    for path in ("/v2/models/lenet/versions/2", "/v2/models/lenet/versions/2/ready"):
-        assert "no version '2'; versions: 1" in error(client.get(path), 404)
-    r = client.post("/v2/models/lenet/versions/0/infer", content=orjson.dumps(request))
-    assert "no version '0'" in error(r, 404)
+    with TestClient(create_app(settings(weights_dir=tmp_path, models=("lenet",)))) as c:
+        assert infer(c, "lenet", request)["model_version"] == "2"  # the highest loaded one
+        assert infer(c, "lenet", request, "/versions/1")["model_version"] == "1"
+        assert c.get("/v2/models/lenet").json()["versions"] == ["1", "2", "3"]
+        assert c.get("/v2/models/lenet/versions/1/ready").json()["ready"] is True
+        assert "lenet version 3 is not loaded" in error(c.get("/v2/models/lenet/versions/3"), 503)
+        assert c.get("/v2/models/lenet/versions/3/ready").status_code == 503
+        for path in ("/v2/models/lenet/versions/4", "/v2/models/lenet/versions/4/ready"):
+            assert "lenet has no version 4; known versions: 1, 2, 3" in error(c.get(path), 404)
+        for bad in ("0", "9" * 80, "x"):
+            r = c.post(f"/v2/models/lenet/versions/{bad}/infer", content=orjson.dumps(request))
+            assert f"no version {bad[:64]}" in error(r, 404)  # a long one shortened
 
 
 def test_openapi_documents_the_protocol(client: TestClient) -> None:

@@ -129,12 +129,12 @@ def test_metrics_count_v2_requests(client: TestClient, digits: np.ndarray) -> No
     client.post("/v2/models/lenet/infer", content=b"{")
     after = client.get("/metrics").text
 
-    def count(text: str, status: str) -> float:
-        line = f'zoo_requests_total{{model="lenet",status="{status}"}} '
+    def count(text: str, status: str, version: str) -> float:
+        line = f'zoo_requests_total{{model="lenet",status="{status}",version="{version}"}} '
         return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(line)), 0.0)
 
-    assert count(after, "200") == count(before, "200") + 1
-    assert count(after, "400") == count(before, "400") + 1
+    assert count(after, "200", "1") == count(before, "200", "1") + 1
+    assert count(after, "400", "_unknown") == count(before, "400", "_unknown") + 1  # no version
 
 
 def test_api_keys_guard_metadata_and_inference_not_probes(digits: np.ndarray) -> None:
