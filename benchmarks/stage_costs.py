@@ -114,7 +114,7 @@ def main() -> None:
     uploads = parse_multipart(many, CONTENT_TYPE, 256)
     probs = np.random.default_rng(0).dirichlet(np.ones(10), 64).astype(np.float32)
     r["JSON answer, 64 predictions (us/prediction)"] = best_us(
-        lambda: encode(Answer(card, uploads, probs, [], None), 3), 64
+        lambda: encode(Answer(card, probs, uploads, [], None), 3), 64
     )
     for k, v in r.items():
         print(f"{k:<58} {v:9.1f}")

@@ -136,6 +136,8 @@ def off_page(page: Page) -> np.ndarray:
     small = page.small
     paper = _quantile(_sample(small), 0.9)
     low = (small < DESK * paper).astype(np.uint8)
+    if not low.any():  # most photos: nothing that dark
+        return np.zeros(page.gray.shape, bool)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(low, connectivity=8)
     h, w = small.shape
     x, y, bw, bh, area = (stats[1:, i] for i in range(5))
@@ -221,7 +223,8 @@ def _segments(thin: np.ndarray, span: float) -> np.ndarray:
     Looked for at half size (a pixel there is set when any of its four is): the transform's
     cost grows with the points it votes for, and a paper's grid has many."""
     h, w = thin.shape
-    half = thin[: h - h % 2, : w - w % 2].reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3))
+    t = thin[: h - h % 2, : w - w % 2]
+    half = t[0::2, 0::2] | t[1::2, 0::2] | t[0::2, 1::2] | t[1::2, 1::2]  # (.any: 15x slower)
     points = np.where(half, np.uint8(255), np.uint8(0))
     found = cv2.HoughLinesP(
         points, 1, np.pi / 180, threshold=max(8, int(span * 0.25)),
