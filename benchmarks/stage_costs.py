@@ -4,8 +4,9 @@
 
 Per stage, the best of several rounds of many calls, in microseconds: the multipart parse, PNG
 decoding (libspng against Pillow), preprocessing (the reference one image at a time, and
-app/digits/pipeline.py for 1 and 64 images), the model call of lenet and mnist_cnn in each CPU
-placement at batch 1 and 64 (one torch thread), and the JSON encoding of the answer.
+app/digits/pipeline.py for 1 and 64 images, and for phone photos, decoding included), the
+model call of lenet and mnist_cnn in each CPU placement at batch 1 and 64 (one torch thread),
+and the JSON encoding of the answer.
 """
 
 import argparse
@@ -30,6 +31,7 @@ from app.frontend.multipart import parse_multipart
 from app.frontend.predict import encode
 from app.serving.answer import Answer
 from app.serving.catalog import CheckpointInfo, Loaded
+from benchmarks import photos
 from benchmarks.harness import ROOT
 from benchmarks.wrk import CONTENT_TYPE, digit_pngs, multipart
 from models.checkpoint import load_checkpoint
@@ -72,6 +74,13 @@ def main() -> None:
     pngs = digit_pngs(digits)
     one, many = multipart(pngs[:1], 0), multipart(pngs, 0)
     limits = ImageLimits()
+    # Phone photos as benchmarks.photos makes them (JPEG frames of 480-1200 px, 0.2-1.4 MP), a
+    # few digits under each of its conditions.
+    shots = [
+        shot
+        for i, condition in enumerate(photos.CONDITIONS)
+        for shot in photos.render(condition, digits[4 * i : 4 * i + 4], seed=5)
+    ]
     r: dict[str, Any] = {
         "multipart parse, 1-part body (us/request)": best_us(
             lambda: parse_multipart(one, CONTENT_TYPE, 256)
@@ -89,6 +98,9 @@ def main() -> None:
         "decode + preprocess, 1-image request (us)": best_us(lambda: to_digits(pngs[:1], limits)),
         "decode + preprocess, 64-image request (us/image)": best_us(
             lambda: to_digits(pngs, limits), 64
+        ),
+        "decode + preprocess, a phone photo (us/photo)": best_us(
+            lambda: [to_digits([shot], limits) for shot in shots], len(shots), rounds=3
         ),
     }
     for name in ("lenet", "mnist_cnn"):
