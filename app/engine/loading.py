@@ -74,7 +74,8 @@ def no_checkpoint(name: str, settings: Settings) -> Unavailable:
     """The record of a model with no checkpoint at all, and the command that makes one."""
     make = train_command(name, settings.weights_dir)
     path = checkpoint_path(name, settings.weights_dir)
-    return unavailable(name, None, "missing", f"no checkpoint {path.name}; make it with: {make}")
+    reason = f"no checkpoint {path.name} in WEIGHTS_DIR; make it with: {make}"
+    return unavailable(name, None, "missing", reason)
 
 
 def checkpoint_of(
