@@ -8,11 +8,10 @@ the same checkpoint and answers the same JSON shape as the service, so only serv
     WEIGHTS_DIR=weights MODELS=lenet DEVICE=cpu TORCH_THREADS=1 \\
         uvicorn --factory benchmarks.naive_server:create_app --workers 1
 
-Torch threads are set the way such a server runs best: TORCH_THREADS if given, else one per
-worker. Each request computes one image at a time, where intra-op threads only add
-synchronisation: on the 2-core benchmark host one thread answered faster than two at
-concurrency 1 and 32 (``--server-env`` does not reach the baselines; run the naive app by hand
-with TORCH_THREADS=2 to compare), and two threads busy-waited the second core.
+Torch threads: TORCH_THREADS if given, else one per worker, as the service's workers have
+(each request computes one image at a time, which gives intra-op threads little to split).
+``--server-env`` does not reach the baselines: run the naive app by hand with TORCH_THREADS=2
+to compare.
 """
 
 import io
