@@ -46,7 +46,8 @@ def service_command(port: int) -> list[str]:
     return [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
 
 
-def _children() -> dict[int, list[int]]:
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's children, by parent pid (Linux /proc)."""
     tree: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -57,7 +58,7 @@ def _children() -> dict[int, list[int]]:
 
 def process_tree(pid: int) -> list[int]:
     """``pid`` and every process descended from it (Linux /proc)."""
-    tree, out, todo = _children(), [], [pid]
+    tree, out, todo = children_by_parent(), [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)

@@ -1,0 +1,57 @@
+"""The serving benchmark's memory report: the role it gives each process of a server's tree."""
+
+import os
+import subprocess
+import sys
+
+from benchmarks.process_memory import report, role, sample
+
+PY = "/venv/bin/python"
+SPAWN = [PY, "-B", "-c", "from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=7)"]
+SPAWN += ["--multiprocessing-fork", ""]  # /proc's cmdline ends with a NUL
+TRACKER = [PY, "-B", "-c", "from multiprocessing.resource_tracker import main;main(6)", ""]
+OURS = [PY, "-m", "app", "--host", "127.0.0.1", "--port", "8000", ""]
+LITSERVE = [PY, "-m", "benchmarks.litserve_server", "--port", "8000", "--workers", "2", ""]
+UVICORN = [PY, "-m", "uvicorn", "--factory", "benchmarks.naive_server:create_app", "--port", "1"]
+
+
+def test_ours_processes_are_named_by_role() -> None:
+    assert role(OURS, None, http=True, unix_listener=False) == "launcher"
+    assert role(TRACKER, "launcher", http=False, unix_listener=False) == "resource tracker"
+    assert role(SPAWN, "launcher", http=True, unix_listener=False) == "frontend worker"
+    # the shared layout's model owner listens on a Unix socket, yet is spawned, not a Manager
+    assert role(SPAWN, "launcher", http=False, unix_listener=True) == "model owner"
+    assert role(SPAWN, "frontend worker", http=False, unix_listener=False) == "zoo-decoder"
+
+
+def test_litserve_processes_are_named_by_role() -> None:
+    assert role(LITSERVE, None, http=True, unix_listener=True) == "LitServe main"
+    # forked after the port was bound, the Manager holds it too: its Unix listener tells it apart
+    assert role(LITSERVE, "LitServe main", http=True, unix_listener=True) == (
+        "multiprocessing manager"
+    )
+    assert role(LITSERVE, "LitServe main", http=True, unix_listener=False) == "API server"
+    assert role(SPAWN, "LitServe main", http=False, unix_listener=False) == "inference worker"
+
+
+def test_uvicorn_roots_supervise_only_with_several_workers() -> None:
+    assert role([*UVICORN, "--workers", "1", ""], None, True, False) == "uvicorn server"
+    assert role([*UVICORN, ""], None, True, False) == "uvicorn server"
+    assert role([*UVICORN, "--workers", "2", ""], None, True, False) == "uvicorn supervisor"
+    assert role(SPAWN, "uvicorn supervisor", True, False) == "uvicorn worker"
+    assert role(SPAWN, "uvicorn supervisor", False, False) == "spawned child"
+
+
+def test_a_real_tree_is_sampled_parents_first_with_totals() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        processes = sample(os.getpid(), port=1)
+        by_pid = {p.pid: p for p in processes}
+        assert processes[0].pid == os.getpid() and processes[0].role == "main"
+        assert by_pid[child.pid].role == "child" and by_pid[child.pid].rss_mb > 0
+        totals = report(processes)
+        assert totals["total_rss_mb"] == sum(p.rss_mb for p in processes)
+        assert totals["total_pss_mb"] <= totals["total_rss_mb"]
+    finally:
+        child.kill()
+        child.wait()
