@@ -1,10 +1,12 @@
-"""The serving benchmark's memory report: the role it gives each process of a server's tree."""
+"""The serving benchmark's pure parts: which server starts measure which scenarios, and the roles
+its memory report gives each process of a server's tree."""
 
 import os
 import subprocess
 import sys
 
 from benchmarks.process_memory import report, role, sample
+from benchmarks.serve_servers import plan_starts
 
 PY = "/venv/bin/python"
 SPAWN = [PY, "-B", "-c", "from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=7)"]
@@ -40,6 +42,20 @@ def test_uvicorn_roots_supervise_only_with_several_workers() -> None:
     assert role([*UVICORN, "--workers", "2", ""], None, True, False) == "uvicorn supervisor"
     assert role(SPAWN, "uvicorn supervisor", True, False) == "uvicorn worker"
     assert role(SPAWN, "uvicorn supervisor", False, False) == "spawned child"
+
+
+def test_litserve_runs_one_connection_unbatched_in_a_start_of_its_own() -> None:
+    starts = plan_starts(["ours", "litserve", "naive-1"], ["c1", "c32", "c8x64v2"])
+    got = [(s.server, s.label, [sc.name for sc in s.scenarios], s.extra) for s in starts]
+    assert got == [
+        ("ours", "ours", ["c1", "c32", "c8x64v2"], ()),
+        ("litserve", "litserve", ["c32"], ()),
+        ("litserve", "litserve-unbatched", ["c1"], ("--max-batch-size", "1")),
+        ("naive-1", "naive-1", ["c1", "c32"], ()),  # v2 is ours only
+    ]
+    only_c1 = plan_starts(["litserve"], ["c1"])
+    assert [s.label for s in only_c1] == ["litserve-unbatched"]
+    assert plan_starts(["naive-N"], ["c8x64v2"]) == []
 
 
 def test_a_real_tree_is_sampled_parents_first_with_totals() -> None:
