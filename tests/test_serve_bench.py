@@ -1,10 +1,16 @@
-"""The serving benchmark's pure parts: which server starts measure which scenarios, and the roles
-its memory report gives each process of a server's tree."""
+"""The serving benchmark's own logic: which server starts measure which scenarios, the roles its
+memory report gives each process of a server's tree, and what every results file records."""
 
+import json
 import os
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+from benchmarks import serve_bench, serve_gpu
 from benchmarks.process_memory import report, role, sample
 from benchmarks.serve_servers import plan_starts
 
@@ -71,3 +77,18 @@ def test_a_real_tree_is_sampled_parents_first_with_totals() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.parametrize("mode", [[], ["--gpu"]])
+def test_every_results_file_names_its_commit_and_command(
+    mode: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serve_bench, "cpu_main", lambda args: {"figures": "cpu"})
+    monkeypatch.setattr(serve_gpu, "gpu_main", lambda args: {"figures": "gpu"})
+    out = tmp_path / "result file.json"
+    serve_bench.main([*mode, "--servers", "ours", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["figures"] == ("gpu" if mode else "cpu")
+    assert len(result["commit"]) == 40 and isinstance(result["dirty"], bool)
+    given = shlex.join([*mode, "--servers", "ours", "--json", str(out)])
+    assert result["command"] == f"python -m benchmarks.serve_bench {given}"
