@@ -46,7 +46,8 @@ def service_command(port: int) -> list[str]:
     return [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
 
 
-def _children() -> dict[int, list[int]]:
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's children, by parent pid (Linux /proc)."""
     tree: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -57,12 +58,22 @@ def _children() -> dict[int, list[int]]:
 
 def process_tree(pid: int) -> list[int]:
     """``pid`` and every process descended from it (Linux /proc)."""
-    tree, out, todo = _children(), [], [pid]
+    tree, out, todo = children_by_parent(), [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)
         todo += tree.get(p, [])
     return out
+
+
+def started_at(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), None once it has gone or is a zombie (a
+    zombie holds no memory and uses no CPU); with the pid, it names one process for good."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -151,19 +162,8 @@ class Server:
         """CPU time of the whole process tree: frontend workers, model owner, baselines' workers."""
         return cpu_seconds(process_tree(self.proc.pid))
 
-    def pause(self) -> None:
-        """SIGSTOP every process of it, so that its idle activity cannot disturb another's run."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """SIGCONT after :meth:`pause`."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGCONT)
-
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM (graceful), SIGKILL if it lingers; then anything left in its session."""
-        self.resume()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -173,6 +173,21 @@ class Server:
             code = self.proc.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        return code
+
+    def stop_tree(self, timeout: float = 60) -> int:
+        """:meth:`stop`, then wait until every process of its tree is gone (one that left its
+        session is killed by pid): the next server measured shares the cores with none of it."""
+        tree = {p: started_at(p) for p in process_tree(self.proc.pid)}
+        code = self.stop(timeout)
+        deadline = time.monotonic() + 10
+        while left := [p for p, t in tree.items() if t is not None and started_at(p) == t]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: processes {left} outlived SIGKILL")
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
         return code
 
 

@@ -4,9 +4,17 @@ LitServe (Lightning AI) runs uvicorn API servers that hand requests to inference
 a queue, where ``decode_request`` and ``predict`` run, batched up to ``max_batch_size``
 requests waiting at most ``batch_timeout``. Each request's images go through our
 preprocessing (app/digits/pipeline.py) and the checkpoint's own input transform, so only the
-serving differs.
+serving differs. The benchmark gives it as many API servers and inference workers as our
+service has workers, each worker with as many torch threads as ours.
 
-    python -m benchmarks.litserve_server --port 8000 --api-servers 2 --model lenet
+``--max-batch-size 1`` serves without batching: LitServe 0.2.19 then runs its SingleLoop,
+which blocks on its queue and answers each request as it comes. ``--batch-timeout 0`` would
+not do that: its batched loop then asks the queue (a Manager proxy) with ``get_nowait`` and,
+finding it empty, asks again at once (loops/base.py, ``collate_requests``). Idle, with two
+inference workers on the 2-core host, that spin took 110% of a core (the workers and the
+Manager); SingleLoop took none, and the batched loop at 2 ms about 30%.
+
+    python -m benchmarks.litserve_server --port 8000 --api-servers 2 --workers 2 --model lenet
 """
 
 import argparse
@@ -29,12 +37,18 @@ from models.weights import checkpoint_path
 class DigitAPI(ls.LitAPI):
     """Multipart ``files`` in, the service's JSON out; a batch is a list of requests."""
 
-    def __init__(self, name: str, weights: Path, device: str, dtype: str, **kw: Any) -> None:
+    def __init__(
+        self, name: str, weights: Path, device: str, dtype: str, threads: int, **kw: Any
+    ) -> None:
         super().__init__(**kw)
         self.name, self.weights, self.device_name, self.dtype_name = name, weights, device, dtype
+        self.threads = threads
 
     def setup(self, device: str) -> None:
         """Load the checkpoint onto the worker's device."""
+        # Here, in the inference worker: it is spawned, so the launcher's setting never reaches
+        # it, and torch's default (a thread per core) would oversubscribe the cores.
+        torch.set_num_threads(self.threads)
         self.dev = torch.device(self.device_name)
         self.dtype = inference_dtype(self.dev, self.dtype_name)
         ckpt = load_checkpoint(checkpoint_path(self.name, self.weights))
@@ -95,6 +109,18 @@ class DigitAPI(ls.LitAPI):
         }
 
 
+class OneRequestAPI(DigitAPI):
+    """DigitAPI for LitServe's unbatched loop (``max_batch_size`` 1): one request per call."""
+
+    # LitServe's own batch/unbatch: overridden ones make it warn that batching is not set up.
+    batch = ls.LitAPI.batch
+    unbatch = ls.LitAPI.unbatch
+
+    def predict(self, x: tuple[list[str], np.ndarray]) -> Any:  # type: ignore[override]
+        """One request's images in one model call."""
+        return super().predict([x])[0]
+
+
 def main() -> None:
     """Serve one model with LitServe's batching."""
     p = argparse.ArgumentParser(description=__doc__)
@@ -104,21 +130,24 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--api-servers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="inference workers (per device)")
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--batch-timeout", type=float, default=0.002)
     args = p.parse_args()
-    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
-    api = DigitAPI(
+    api = (OneRequestAPI if args.max_batch_size == 1 else DigitAPI)(
         args.model,
         args.weights_dir,
         args.device,
         args.dtype,
+        int(os.environ.get("TORCH_THREADS", "1")),
         max_batch_size=args.max_batch_size,
         batch_timeout=args.batch_timeout,
         api_path=f"/predict/{args.model}",
     )
     accelerator = "cuda" if args.device.startswith("cuda") else "cpu"
-    server = ls.LitServer(api, accelerator=accelerator, workers_per_device=1, fast_queue=True)
+    server = ls.LitServer(
+        api, accelerator=accelerator, workers_per_device=args.workers, fast_queue=True
+    )
     server.run(
         host="127.0.0.1",
         port=args.port,

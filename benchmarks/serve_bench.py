@@ -4,46 +4,45 @@
     python -m benchmarks.serve_bench --servers ours --scenarios c8x64,c8x64v2   # v2 vs /predict
     python -m benchmarks.serve_bench --gpu            # GPU host: see benchmarks/serve_gpu.py
 
-Servers, each a real process on loopback, all started before the first measurement:
+Servers, each a real process on loopback, running only while it is measured:
 
 - ``ours``: ``python -m app`` with its defaults for this machine (``--server-env`` overrides);
   ``ours-worker`` and ``ours-shared`` force each layout (ENGINE), to compare them;
 - ``naive-1``: the endpoint people write first (benchmarks/naive_server.py), one uvicorn worker;
 - ``naive-N``: the same with as many uvicorn workers as ours has;
-- ``litserve``: LitServe with batching on (benchmarks/litserve_server.py), as many API servers.
+- ``litserve``: LitServe (benchmarks/litserve_server.py) with as many API servers and inference
+  workers as ours has workers, and ours' torch threads in each; batching on (64 requests, 2 ms)
+  except at one connection, where nothing can batch and it runs unbatched (max_batch_size 1).
 
-Every server first answers the same MNIST test digits (accuracy printed). Then, for each
-round, each scenario runs against each server in turn, the order rotating by round, and the
+In each round each server in turn (the order rotating by round) is started, answers the same
+MNIST test digits on its first start (accuracy printed), is measured on every scenario and is
+stopped, its whole process tree gone, before the next starts: no idle server shares the cores
+with the one measured. LitServe starts twice a round, batched and unbatched. After the first
+warm-up of each start, every process of the server is listed with its role, RSS and PSS. The
 table shows medians of rounds, ratios against the baselines and the issue's targets. CPU time
 counts every process of a server (our workers and model owner, the baselines' workers), so
 ``cpu ms/img`` is the whole cost of an image. wrk shares this machine's cores with the servers,
-alike for all of them.
+alike for all of them. The JSON names the commit and the command.
 """
 
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import tempfile
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from app.config import Settings
-from app.layout import plan, usable_cores
+from app.layout import Layout, plan, usable_cores
 from benchmarks.checks import accuracy, v2_accuracy
-from benchmarks.harness import (
-    ROOT,
-    Server,
-    free_port,
-    git_state,
-    service_command,
-    start_server,
-)
+from benchmarks.harness import ROOT, Server, git_state
+from benchmarks.process_memory import print_memory, report, sample
+from benchmarks.serve_servers import SCENARIOS, Start, plan_starts, running
 from benchmarks.wrk import (
     digit_pngs,
     find_wrk,
@@ -53,30 +52,6 @@ from benchmarks.wrk import (
 )
 
 PAYLOAD_DIGITS = 4096
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """One load shape: ``connections`` keep-alive clients sending ``images`` per request, to
-    /predict (multipart) or, ``v2``, to the v2 protocol's infer (binary tensor data in and
-    out, as tritonclient sends by default; our service only)."""
-
-    name: str
-    connections: int
-    images: int
-    v2: bool = False
-
-    def path(self, model: str) -> str:
-        """Where its requests go."""
-        return f"/v2/models/{model}/infer" if self.v2 else f"/predict/{model}"
-
-
-SCENARIOS = (
-    Scenario("c1", 1, 1),
-    Scenario("c32", 32, 1),
-    Scenario("c8x64", 8, 64),
-    Scenario("c8x64v2", 8, 64, v2=True),
-)
 # (scenario, metric, server compared with, bound, higher is better): the issue's CPU targets.
 TARGETS = (
     ("c32", "req_s", "naive-1", 3.0, True),
@@ -98,84 +73,67 @@ def load_digits(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return split.images[:, 0].numpy(), split.labels.numpy()
 
 
-def _commands(args: argparse.Namespace, workers: int, port: int) -> dict[str, list[str]]:
-    """How each server starts: ours as people run it, the baselines by their own scripts."""
-    naive = [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.naive_server:create_app"]
-    naive += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
-    return {
-        "ours": service_command(port),
-        "ours-worker": service_command(port),
-        "ours-shared": service_command(port),
-        "naive-1": [*naive, "--workers", "1"],
-        "naive-N": [*naive, "--workers", str(workers)],
-        "litserve": [
-            *(sys.executable, "-m", "benchmarks.litserve_server", "--port", str(port)),
-            *("--model", args.model, "--api-servers", str(workers)),
-            *("--weights-dir", str(args.weights_dir.resolve()), "--device", args.device),
-        ],
-    }
-
-
-def start_servers(
-    args: argparse.Namespace, workers: int, logs: Path, stack: ExitStack
-) -> list[Server]:
-    """The servers of ``--servers``, each ready before the first measurement."""
-    base = {"WEIGHTS_DIR": str(args.weights_dir.resolve()), "MODELS": args.model}
-    ours = {**base, "DEVICE": args.device, **dict(kv.split("=", 1) for kv in args.server_env)}
-    env = {
-        "ours": ours,
-        "ours-worker": {**ours, "ENGINE": "worker"},
-        "ours-shared": {**ours, "ENGINE": "shared"},
-        "naive-1": {**base, "DEVICE": args.device},
-        "naive-N": {**base, "DEVICE": args.device},
-        "litserve": base,
-    }
-    servers = []
-    for name in args.servers:
-        port = free_port()
-        ready = "/health/ready" if name.startswith("ours") else "/health"
-        command = _commands(args, workers, port)[name]
-        server = start_server(name, command, env[name], ready, port=port, log=logs / f"{name}.log")
-        stack.callback(server.stop)
-        servers.append(server)
-    return servers
+def check(
+    server: Server, start: Start, args: argparse.Namespace, pngs: list[bytes], labels: np.ndarray
+) -> dict[str, float]:
+    """Accuracy on the check digits, by /predict and (ours, when measured) by v2."""
+    out = {start.label: accuracy(server, f"/predict/{args.model}", pngs, labels)}
+    if any(sc.v2 for sc in start.scenarios):
+        out[f"{start.label} (v2)"] = v2_accuracy(server, args.model, pngs, labels)
+    print(
+        "  accuracy on 640 MNIST test digits: " + ", ".join(f"{k} {v:.4f}" for k, v in out.items()),
+        flush=True,
+    )
+    return out
 
 
 def measure(
-    servers: list[Server], args: argparse.Namespace, payloads: dict[int, Path]
-) -> list[dict[str, Any]]:
-    """Every scenario against every server, ``rounds`` times, the server order rotating."""
-    rows = []
+    starts: list[Start],
+    args: argparse.Namespace,
+    layout: Layout,
+    payloads: dict[str, Path],
+    check_digits: tuple[list[bytes], np.ndarray],
+    logs: Path,
+) -> dict[str, Any]:
+    """Every start, ``rounds`` times, the order rotating: started, checked (first time only),
+    measured on each of its scenarios, its memory read after the first warm-up, stopped."""
+    rows: list[dict[str, Any]] = []
+    accuracies: dict[str, float] = {}
+    memory: dict[str, list[dict[str, Any]]] = {}
     for rnd in range(args.rounds):
-        for sc in [s for s in SCENARIOS if s.name in args.scenarios]:
-            order = servers[rnd % len(servers) :] + servers[: rnd % len(servers)]
-            url, payload = sc.path(args.model), payloads[sc.name]
-            for server in [s for s in order if s.name.startswith("ours") or not sc.v2]:
-                for other in servers:  # the others sleep: their idle wake-ups cost no one
-                    (other.resume if other is server else other.pause)()
-                run_wrk(server.url + url, payload, sc.connections, args.warmup)
-                cpu0 = server.cpu_seconds()
-                r = run_wrk(server.url + url, payload, sc.connections, args.duration)
-                cpu = server.cpu_seconds() - cpu0
-                images = r["req_s"] * r["seconds"] * sc.images
-                rows.append(
-                    {
-                        "round": rnd,
-                        "scenario": sc.name,
-                        "server": server.name,
-                        **r,
-                        "images_s": images / r["seconds"],
-                        "cpu_ms_per_image": 1e3 * cpu / max(images, 1),
-                    }
-                )
-                print(
-                    f"  round {rnd + 1} {sc.name:<6} {server.name:<9} {r['req_s']:9.1f} req/s "
-                    f"p50 {r['p50_ms']:7.2f} ms p99 {r['p99_ms']:7.2f} ms errors {r['errors']}",
-                    flush=True,
-                )
-    for server in servers:
-        server.resume()
-    return rows
+        k = rnd % len(starts)
+        for start in starts[k:] + starts[:k]:
+            with running(start, args, layout, logs) as (server, port):
+                if start.label not in accuracies:
+                    accuracies |= check(server, start, args, *check_digits)
+                for i, sc in enumerate(start.scenarios):
+                    url, payload = server.url + sc.path(args.model), payloads[sc.name]
+                    run_wrk(url, payload, sc.connections, args.warmup)
+                    if i == 0:
+                        memory.setdefault(start.label, []).append(
+                            {"round": rnd, **report(sample(server.proc.pid, port))}
+                        )
+                    cpu0 = server.cpu_seconds()
+                    r = run_wrk(url, payload, sc.connections, args.duration)
+                    cpu = server.cpu_seconds() - cpu0
+                    images = r["req_s"] * r["seconds"] * sc.images
+                    rows.append(
+                        {
+                            "round": rnd,
+                            "scenario": sc.name,
+                            "server": start.server,
+                            "start": start.label,
+                            **r,
+                            "images_s": images / r["seconds"],
+                            "cpu_ms_per_image": 1e3 * cpu / max(images, 1),
+                        }
+                    )
+                    print(
+                        f"  round {rnd + 1} {sc.name:<7} {start.label:<18} {r['req_s']:9.1f} req/s "
+                        f"p50 {r['p50_ms']:7.2f} ms p99 {r['p99_ms']:7.2f} ms errors {r['errors']}",
+                        flush=True,
+                    )
+    return {"rows": rows, "accuracy": accuracies, "memory": memory}
 
 
 def summarise(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
@@ -231,14 +189,14 @@ def print_table(summary: list[dict[str, Any]], targets: list[dict[str, Any]]) ->
     """The medians, one line per scenario and server, with ratios to naive-1; the targets."""
     by = {(s["scenario"], s["server"]): s for s in summary}
     print(
-        f"\n{'scenario':<8} {'server':<9} {'req/s':>9} {'images/s':>9} {'p50 ms':>8} "
+        f"\n{'scenario':<8} {'server':<11} {'req/s':>9} {'images/s':>9} {'p50 ms':>8} "
         f"{'p99 ms':>8} {'cpu ms/img':>10} {'errors':>6} {'req/s vs naive-1':>16}"
     )
     for s in summary:
         base = by.get((s["scenario"], "naive-1"))
         ratio = f"{s['req_s'] / base['req_s']:.2f}x" if base else "-"
         print(
-            f"{s['scenario']:<8} {s['server']:<9} {s['req_s']:>9.1f} {s['images_s']:>9.0f} "
+            f"{s['scenario']:<8} {s['server']:<11} {s['req_s']:>9.1f} {s['images_s']:>9.0f} "
             f"{s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['cpu_ms_per_image']:>10.3f} "
             f"{s['errors']:>6} {ratio:>16}"
         )
@@ -248,32 +206,23 @@ def print_table(summary: list[dict[str, Any]], targets: list[dict[str, Any]]) ->
 
 
 def cpu_main(args: argparse.Namespace) -> dict[str, Any]:
-    """All servers up, accuracy checked, every scenario measured; returns the results."""
+    """Each server in turn started, checked, measured on every scenario and stopped, for every
+    round; returns the results."""
     find_wrk()
     digits, labels = load_digits(args.data_dir)
     pngs = digit_pngs(digits)
     env = {"DEVICE": args.device, **dict(kv.split("=", 1) for kv in args.server_env)}
     layout = plan(Settings(**{k.lower(): v for k, v in env.items()}))  # type: ignore[arg-type]
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+    starts = plan_starts(args.servers, args.scenarios)
+    with tempfile.TemporaryDirectory() as tmp:
         payloads = {
             sc.name: (write_v2_payloads if sc.v2 else write_payloads)(
                 pngs, sc.images, Path(tmp) / sc.name
             )
             for sc in SCENARIOS
         }
-        servers = start_servers(args, layout.workers, Path(tmp), stack)
-        accuracies = {s.name: accuracy(s, f"/predict/{args.model}", pngs, labels) for s in servers}
-        accuracies |= {
-            f"{s.name} (v2)": v2_accuracy(s, args.model, pngs, labels)
-            for s in servers
-            if s.name.startswith("ours") and "c8x64v2" in args.scenarios
-        }
-        print(
-            "  accuracy on 640 MNIST test digits: "
-            + ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items())
-        )
-        rows = measure(servers, args, payloads)
-    summary = summarise(rows, [s.name for s in servers])
+        measured = measure(starts, args, layout, payloads, (pngs, labels), Path(tmp))
+    summary = summarise(measured["rows"], args.servers)
     targets = judge(summary)
     print(
         f"\n{args.model} on {args.device}, {usable_cores()} cores, ours: {layout.workers} "
@@ -282,15 +231,14 @@ def cpu_main(args: argparse.Namespace) -> dict[str, Any]:
         f"average {os.getloadavg()[0]:.2f}"
     )
     print_table(summary, targets)
+    print_memory({label: samples[-1] for label, samples in measured["memory"].items()})
+    print(f"  (MB, after the first warm-up of round {args.rounds}; every round's in the JSON)")
     return {
-        **git_state(),
         "layout": layout.__dict__,
         "cores": usable_cores(),
-        "accuracy": accuracies,
-        "rows": rows,
+        **measured,
         "summary": summary,
         "targets": targets,
-        "command": " ".join(["python -m benchmarks.serve_bench", *sys.argv[1:]]),
     }
 
 
@@ -302,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2, help="seconds of load before each")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--servers", default="ours,naive-1,naive-N,litserve")
+    p.add_argument("--servers", default="ours,ours-shared,naive-1,naive-N,litserve")
     p.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS))
     p.add_argument("--weights-dir", type=Path, default=ROOT / "weights")
     p.add_argument(
@@ -340,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = cpu_main(args)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        given = sys.argv[1:] if argv is None else argv
+        command = shlex.join(["python", "-m", "benchmarks.serve_bench", *given])
+        args.json.write_text(json.dumps({**git_state(), "command": command, **result}, indent=1))
     return 0
 
 
