@@ -197,7 +197,8 @@ def _served(server: Server) -> dict[str, float]:
     """zoo_requests_total by status, over every model."""
     counts: dict[str, float] = {}
     text = httpx.get(f"{server.url}/metrics").text
-    for status, n in re.findall(r'^zoo_requests_total\{[^}]*status="(\d+)"\} (\S+)$', text, re.M):
+    line = r'^zoo_requests_total\{[^}]*status="(\d+)"[^}]*\} (\S+)$'  # any labels around it
+    for status, n in re.findall(line, text, re.M):
         counts[status] = counts.get(status, 0) + float(n)
     return counts
 
