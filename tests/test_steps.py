@@ -19,8 +19,24 @@ from app.digits.frame import (
     frame,
     stroke_width,
 )
-from app.digits.ink import above_paper, already_ink, crop_ink, cut_noise, stretch
-from app.digits.paper import edges, noise, plane, polarity, quantile
+from app.digits.ink import (
+    above_paper,
+    already_ink,
+    crop_ink,
+    cut_noise,
+    fill_outlines,
+    outlines,
+    stretch,
+)
+from app.digits.paper import (
+    edges,
+    inverted_bands,
+    noise,
+    plane,
+    polarity,
+    quantile,
+    uninvert_bands,
+)
 from models.framing import BOX, COM_TARGET, FRAME
 
 
@@ -80,6 +96,33 @@ def test_plane_is_the_linear_light_across_the_page() -> None:
     assert np.ptp(offset) < 1e-5 and -0.1 < offset.mean() < 0
 
 
+def test_side_bands_of_inverted_polarity_are_inverted_back() -> None:
+    digit = _digit()
+    striped = digit.copy()
+    striped[:, :7] = 1 - striped[:, :7]  # MNIST-C's stripe: 7 columns each side inverted
+    striped[:, -7:] = 1 - striped[:, -7:]
+    one_side = digit.copy()
+    one_side[:, :7] = 1 - one_side[:, :7]
+    ring = np.zeros((28, 28), np.float32)  # a tight 0: ink down both sides, not all of them
+    ring[:, :5], ring[:, -5:], ring[:4], ring[-4:] = 1, 1, 1, 1
+    ring[:3, :2] = ring[-3:, -2:] = 0
+    broken = striped.copy()
+    broken[10:18, 0] = 0  # a side column not all of the band's level
+    ragged = striped.copy()
+    ragged[-1, 5:7] = 0  # a band 7 px wide at the top, 5 at the bottom
+    crossed = striped.copy()
+    crossed[0, 12:14] = 1  # something of the band's level between the bands
+    stack = np.stack([striped, digit, 1 - digit, one_side, ring, broken, ragged, crossed])
+    assert inverted_bands(stack).tolist() == [7, 0, 0, 0, 0, 0, 0, 0]
+    out = uninvert_bands(stack)
+    np.testing.assert_array_equal(out[0], digit)
+    np.testing.assert_array_equal(out[1:], stack[1:])
+    rest = stack[1:]
+    assert uninvert_bands(rest) is rest  # nothing to do: no copy
+    ink, _ = crop_ink(np.stack([striped, digit]))  # a step of the crop path
+    np.testing.assert_array_equal(ink[0], ink[1])
+
+
 # --- ink.py --------------------------------------------------------------------------------
 
 
@@ -133,6 +176,23 @@ def test_crop_ink_takes_mnist_as_it_is_and_inverts_a_page() -> None:
     assert boxes[0] == boxes[1] == (4, 24, 8, 18)
     blank, (boxes, _, _) = crop_ink(np.full((1, 28, 28), 0.7, np.float32))
     assert not blank.any() and boxes[0][0] == 28  # no digit: zeros, an empty box
+
+
+def test_outlines_are_told_from_strokes_and_filled() -> None:
+    bar = np.zeros((28, 28), np.float32)
+    bar[4:24, 12:15] = 1.0  # a 3 px stroke
+    outline = bar.copy()
+    outline[5:23, 13] = 0.0  # only its edges left (as canny draws them)
+    thick_binary = np.zeros((28, 28), np.float32)
+    thick_binary[4:24, 10:15] = 1.0  # binary but 5 px wide: a stroke (MNIST has one such)
+    stack = np.stack([outline, bar * 0.9, thick_binary, np.zeros((28, 28), np.float32)])
+    assert outlines(stack).tolist() == [True, False, False, False]
+    filled = fill_outlines(outline[None])[0]
+    np.testing.assert_array_equal(filled[5:23, 12:15], 1.0)  # the stroke is whole again
+    assert filled[:, :12].max() == 0 and filled[:, 15:].max() == 0  # and no wider
+    ink, (boxes, _, _) = crop_ink(outline[None])
+    np.testing.assert_array_equal(ink[0], filled)
+    assert boxes[0] == (4, 24, 12, 15)
 
 
 # --- frame.py ------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ noise specks) on the images that need them, through the same function. MNIST's o
 (white full-range ink on black) take none of them.
 """
 
+import cv2
 import numpy as np
 
-from app.digits.frame import Extents, extents
+from app.digits.frame import Extents, extents, stroke_width
 from app.digits.paper import (
     MIN_CONTRAST,
     NOISE_K,
@@ -20,6 +21,7 @@ from app.digits.paper import (
     plane,
     polarity,
     quantile,
+    uninvert_bands,
     wandering,
 )
 from models.framing import FULL_SCALE
@@ -29,6 +31,11 @@ SPECK_LEVEL = 0.15  # in noisy images, the box ignores ink whose 3x3 mean is bel
 # Salt-and-pepper noise: ink pixels with no ink around them, on at least 1% of the image (and
 # at least 8 of them); MNIST's test digits have at most a few.
 IMPULSE_SHARE, IMPULSE_MIN = 0.01, 8
+# Outline-only digits (MNIST-C's canny_edges: 1 px edges at 0 or 1) have strokes under this
+# wide; the one binary MNIST test digit's are 5 px. A 5x5 disc closes the gap between a
+# stroke's two edges (MNIST strokes are 2-4 px) and leaves the loops of 0, 6, 8, 9 open.
+OUTLINE_STROKE = 2.5
+_DISC = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 
 
 def _padded(stack: np.ndarray, dtype: type = np.float32) -> np.ndarray:
@@ -173,9 +180,24 @@ def cut_noise(
     return ink
 
 
+def outlines(ink: np.ndarray) -> np.ndarray:
+    """Per ink map: whether it is a digit's outline rather than its strokes (edges only: every
+    pixel 0 or 1, the lines under OUTLINE_STROKE wide)."""
+    binary = np.asarray(~((ink > 0) & (ink < 1)).any((1, 2)))
+    for i in np.flatnonzero(binary).tolist():
+        binary[i] = 0 < stroke_width(ink[i]) < OUTLINE_STROKE  # blank pages are no outline
+    return binary
+
+
+def fill_outlines(ink: np.ndarray) -> np.ndarray:
+    """Outlined digits -> filled strokes: a grey closing by a 5x5 disc of each ink map."""
+    return np.stack([cv2.morphologyEx(a, cv2.MORPH_CLOSE, _DISC) for a in ink])
+
+
 def _from_paper(stack: np.ndarray) -> np.ndarray:
     """Luminance -> ink (zeros where none stands out), for images that need every step."""
     small = min(stack.shape[1:]) < PLANE_MIN_SIDE
+    stack = uninvert_bands(stack)
     border = edges(stack)
     on_paper = border_paper(border)
     paper = quantile(border, 0.5, on_paper)
@@ -213,11 +235,17 @@ def crop_ink(stack: np.ndarray) -> tuple[np.ndarray, Extents]:
         return ink, extents(ink)
     found = extents(stack)
     rest = [i for i, done in enumerate(already_ink(found, h, w)) if not done]
-    if not rest:
-        return stack, found
-    ink = stack.copy()
-    ink[rest] = _from_paper(stack[rest])
-    boxes, inked, full = found
-    for i, box, any_ink, reaches in zip(rest, *extents(ink[rest]), strict=True):
-        boxes[i], inked[i], full[i] = box, any_ink, reaches
+    ink = stack
+    if rest:
+        ink = stack.copy()
+        ink[rest] = _from_paper(stack[rest])
+    outlined = np.flatnonzero(outlines(ink)).tolist()
+    if outlined:
+        ink = stack.copy() if ink is stack else ink
+        ink[outlined] = fill_outlines(ink[outlined])
+    changed = sorted({*rest, *outlined})
+    if changed:
+        boxes, inked, full = found
+        for i, box, any_ink, reaches in zip(changed, *extents(ink[changed]), strict=True):
+            boxes[i], inked[i], full[i] = box, any_ink, reaches
     return ink, found

@@ -16,6 +16,9 @@ BORDER_INK = 0.15  # tight crops (forms, USPS-like frames): ink on this share of
 # A small image's paper wanders (fog, shadow) when the border's values spread this many times
 # more than neighbouring border pixels differ; then a grey opening stands in for the paper.
 WANDER = 3.0
+# Side bands of inverted polarity (MNIST-C's stripe): only in images this big, and only where
+# the band and the paper between differ by this much (a photo's dark margins are softer).
+BAND_MIN_SIDE, BAND_CONTRAST = 16, 0.5
 POLARITY_SAMPLES = 65536  # ~65k pixels are plenty for the 1% tails that decide the polarity
 _BINS = np.linspace(0.0, 1.0, 65)  # Otsu's and the mode's histogram: 64 fixed bins of [0, 1]
 _CENTRES = (_BINS[:-1] + _BINS[1:]) / 2
@@ -162,3 +165,46 @@ def opening(stack: np.ndarray) -> np.ndarray:
             )
             out = reduce.reduce(windows, axis=-1)
     return out.astype(np.float32)
+
+
+def inverted_bands(stack: np.ndarray) -> np.ndarray:
+    """Per image, the width of a band of inverted polarity down each side (0 where none): both
+    side columns all of one level, the top and bottom rows of that level for the same k pixels
+    from each end and of a level at least BAND_CONTRAST away between them (MNIST-C's stripe).
+
+    Strict on purpose: a digit's own strokes never make such a pattern (a tight crop's ink
+    crosses an edge column somewhere, not along all of it), so ordinary crops are untouched."""
+    n, h, w = stack.shape
+    widths = np.zeros(n, np.intp)
+    if min(h, w) < BAND_MIN_SIDE:
+        return widths
+    sides = np.concatenate([stack[:, :, 0], stack[:, :, -1]], axis=1)
+    band = quantile(sides, 0.5).astype(np.float32)[:, None]
+    ends = np.stack([stack[:, 0], stack[:, -1]], axis=1)  # N x 2 x w: the top and bottom rows
+    middle = quantile(ends[:, :, w // 3 : w - w // 3].reshape(n, -1), 0.5).astype(np.float32)
+    contrast = np.abs(band[:, 0] - middle)
+    candidates = np.flatnonzero(contrast >= BAND_CONTRAST)
+    for i in candidates.tolist():
+        near = np.abs(ends[i] - band[i]) < contrast[i] / 2  # 2 x w: pixels of the band's level
+        if not (np.abs(sides[i] - band[i]) < contrast[i] / 2).all():
+            continue
+        left, right = near.argmin(1), near[:, ::-1].argmin(1)  # runs of band from each end
+        k = int(left[0])
+        if k < 2 or 3 * k > w or (left != k).any() or (right != k).any():
+            continue
+        if not near[:, k : w - k].any():  # between the bands: the other level, all of it
+            widths[i] = k
+    return widths
+
+
+def uninvert_bands(stack: np.ndarray) -> np.ndarray:
+    """``stack`` with each image's inverted side bands (inverted_bands) inverted back; the
+    same array when no image has any."""
+    widths = inverted_bands(stack)
+    if not widths.any():
+        return stack
+    out = stack.copy()
+    for i, k in zip(np.flatnonzero(widths).tolist(), widths[widths > 0].tolist(), strict=True):
+        out[i, :, :k] = 1 - out[i, :, :k]
+        out[i, :, -k:] = 1 - out[i, :, -k:]
+    return out
