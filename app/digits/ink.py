@@ -2,9 +2,10 @@
 
 The crop path (frames under app/digits/pipeline.py's PHOTO_MIN_SIDE) as named steps, each on a
 stack of same-shape images (N x h x w float32); a single image is a stack of one. The common
-steps run on the whole stack; uncommon ones (a wandering paper, faint ink, salt and pepper,
-noise specks) on the images that need them, through the same function. MNIST's own digits
-(white full-range ink on black) take none of them.
+steps run on the whole stack; uncommon ones (inverted side bands, a wandering paper, faint
+ink, salt and pepper, noise specks, outlines) on the images that need them, through the same
+function. MNIST's own digits (white full-range ink on black) take none of them but the
+outline check.
 """
 
 import cv2
