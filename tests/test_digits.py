@@ -1,4 +1,4 @@
-"""app/digits/pipeline.py: the fast paths give exactly the reference pipeline's digits."""
+"""app/digits/pipeline.py: a request's uploads -> digits, in their places, MNIST unchanged."""
 
 import io
 import struct
@@ -18,8 +18,8 @@ from tests.corpus import png_header
 from tests.helpers import png
 
 
-def reference(datas: list[bytes], limits: ImageLimits = ImageLimits()) -> tuple[np.ndarray, list]:
-    """app/digits/preprocess.py, one image at a time: what to_digits must reproduce."""
+def one_by_one(datas: list[bytes], limits: ImageLimits = ImageLimits()) -> tuple[np.ndarray, list]:
+    """app/digits/preprocess.py, one image at a time (each a stack of one)."""
     out, rejections = np.zeros((len(datas), 28, 28), np.uint8), []
     for i, data in enumerate(datas):
         try:
@@ -47,49 +47,49 @@ def test_every_mnist_test_digit_passes_through_unchanged(
     assert np.array_equal(singles, images)
 
 
-def _odd_images(mnist_test: MnistSplit) -> list[np.ndarray]:
-    """Small greyscale images that take every branch of the pipeline."""
+def _mixed_images(mnist_test: MnistSplit) -> list[np.ndarray]:
+    """Small greyscale images of several shapes that take the crop path's uncommon steps."""
     rng = np.random.default_rng(7)
-    x = mnist_test.images[:40, 0].numpy()
+    x = mnist_test.images[:6, 0].numpy()
     out: list[np.ndarray] = []
-    for i, d in enumerate(x):
+    for d in x:
         f = d.astype(np.float32)
         out += [
+            d,  # MNIST itself: no ink step at all
             255 - d,  # dark ink on a light page
             (f * 0.3 + 60).astype(np.uint8),  # faint ink on grey paper: stretched
             np.clip(f + rng.normal(0, 12, f.shape), 0, 255).astype(np.uint8),  # noisy border
-            np.roll(d, (i % 5) - 2, axis=1),  # off-centre by a pixel or two
             np.asarray(Image.fromarray(d).resize((14, 14))),  # small: resized to 20 px
             np.pad(d, ((3, 9), (0, 12))),  # not square
         ]
     out += [np.zeros((28, 28), np.uint8), np.full((28, 28), 200, np.uint8)]  # blank pages
-    out += [np.full((20, 20), 7, np.uint8)]  # flat grey: blank
     return out
 
 
-def test_vectorised_path_equals_the_reference_on_odd_inputs(mnist_test: MnistSplit) -> None:
-    images = _odd_images(mnist_test)
-    datas = [png(a) for a in images]
+def test_a_request_gets_the_digits_its_images_get_one_by_one(mnist_test: MnistSplit) -> None:
+    """Stacks of many and stacks of one go through the same steps: the same digits and
+    rejections whichever way the images come."""
+    datas = [png(a) for a in _mixed_images(mnist_test)]
     got, got_rej = to_digits(datas, ImageLimits())
-    want, want_rej = reference(datas)
-    assert got_rej == want_rej and len(want_rej) == 3  # the three blank pages
-    assert np.array_equal(got, want)
+    want, want_rej = one_by_one(datas)
+    assert [r.index for r in got_rej] == [len(datas) - 2, len(datas) - 1]  # the blank pages
+    assert got_rej == want_rej and np.array_equal(got, want)
 
 
-def test_the_vectorised_path_really_runs(
+def test_same_shaped_crops_go_through_the_steps_as_one_stack(
     monkeypatch: pytest.MonkeyPatch, mnist_test: MnistSplit
 ) -> None:
     calls: list[int] = []
-    batch = fast.batch_digits
+    crop_ink = fast.crop_ink
 
-    def counted(g: np.ndarray) -> object:
-        calls.append(len(g))
-        return batch(g)
+    def counted(stack: np.ndarray) -> object:
+        calls.append(len(stack))
+        return crop_ink(stack)
 
-    monkeypatch.setattr(fast, "batch_digits", counted)
+    monkeypatch.setattr(fast, "crop_ink", counted)
     datas = [png(x) for x in mnist_test.images[:8, 0].numpy()] + [png(np.zeros((30, 30), np.uint8))]
     to_digits(datas, ImageLimits())
-    assert calls == [8]  # the 28x28 group went through together; the lone 30x30 did not
+    assert sorted(calls) == [1, 8]  # the 28x28 group together; the lone 30x30 on its own
 
 
 def test_mixed_formats_and_rejections_keep_their_places(mnist_test: MnistSplit) -> None:
@@ -108,7 +108,7 @@ def test_mixed_formats_and_rejections_keep_their_places(mnist_test: MnistSplit) 
         b"",
     ]
     got, got_rej = to_digits(datas, ImageLimits())
-    want, want_rej = reference(datas)
+    want, want_rej = one_by_one(datas)
     assert np.array_equal(got, want)
     assert [(r.index, r.failure.kind.status) for r in got_rej] == [(3, 422), (5, 413), (7, 422)]
     assert got_rej == want_rej
@@ -143,7 +143,7 @@ def test_plain_greyscale_pngs_take_the_fast_decoder(mnist_test: MnistSplit) -> N
     assert fast.gray(others["transparency"], ImageLimits()).dtype == np.float32  # Pillow
     datas = list(others.values())
     got, got_rej = to_digits(datas, ImageLimits())  # Pillow decides on each of them
-    want, want_rej = reference(datas)
+    want, want_rej = one_by_one(datas)
     assert np.array_equal(got, want) and got_rej == want_rej
 
 
@@ -151,3 +151,21 @@ def test_pixel_limit_is_checked_from_the_header_on_the_fast_path() -> None:
     digits, rejections = to_digits([png_header(9000, 9000)], ImageLimits(max_pixels=1_000_000))
     (r,) = rejections
     assert r.failure is Failure.IMAGE_TOO_LARGE and "9000x9000" in r.detail and not digits.any()
+
+
+def test_a_crop_without_a_digit_is_read_as_a_page_when_it_could_be_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Crops of 64 px and up in which the crop steps find nothing may be small photos (and
+    frames of PHOTO_MIN_SIDE and up are photos from the start); smaller crops are blank."""
+    pages: list[tuple[int, int]] = []
+
+    def page_ink(gray: np.ndarray) -> None:
+        pages.append(gray.shape)
+        return None
+
+    monkeypatch.setattr(fast, "page_ink", page_ink)
+    flat = [np.full(shape, 180, np.uint8) for shape in ((40, 40), (100, 90), (250, 250))]
+    digits, missing = fast.digits_from_luminance(flat)
+    assert missing == [0, 1, 2] and not digits.any()
+    assert pages == [(100, 90), (250, 250)]

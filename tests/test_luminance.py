@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from app.digits.decode import decode_image
+from app.digits.ink import despeckle
 from app.digits.luminance import luminance
-from app.digits.preprocess import _despeckle
 
 
 @pytest.mark.parametrize(
@@ -56,4 +56,4 @@ def test_despeckle_keeps_the_digit_s_box_and_drops_lone_specks() -> None:
     ink[36, 3] = 1.0  # a lone speck: its 3x3 mean is 1/9, under SPECK_LEVEL
     expected = np.zeros_like(ink)
     expected[10:20, 25:35] = 1.0
-    np.testing.assert_array_equal(_despeckle(ink), expected)
+    np.testing.assert_array_equal(despeckle(ink[None])[0], expected)
