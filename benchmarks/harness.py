@@ -6,6 +6,7 @@ people run it (``python -m app``), baselines by their own command lines.
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -32,6 +33,12 @@ def git_state() -> dict[str, object]:
         "commit": git("rev-parse", "HEAD"),
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
     }
+
+
+def provenance(module: str) -> dict[str, object]:
+    """What a results file records of how it was made: the commit, whether the tree differed,
+    and the command (``python -m module`` and this process's arguments)."""
+    return {**git_state(), "command": shlex.join(["python", "-m", module, *sys.argv[1:]])}
 
 
 def free_port() -> int:

@@ -39,6 +39,7 @@ from app.digits.pipeline import to_digits
 from benchmarks import fonts as font_suite
 from benchmarks import mnist_c, styles
 from benchmarks import photos as photo_suite
+from benchmarks.harness import provenance
 from models.checkpoint import load_checkpoint
 from models.data import load_mnist
 from models.weights import checkpoint_path
@@ -252,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table(report["models"], baseline), flush=True)  # type: ignore[arg-type]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        made = {**provenance("benchmarks.robustness"), **report}
+        args.json.write_text(json.dumps(made, indent=1) + "\n")
     return 0
 
 

@@ -26,7 +26,14 @@ from typing import Any
 
 import httpx
 
-from benchmarks.harness import free_port, process_tree, rss_kb, service_command, start_server
+from benchmarks.harness import (
+    free_port,
+    process_tree,
+    provenance,
+    rss_kb,
+    service_command,
+    start_server,
+)
 from benchmarks.wrk import CONTENT_TYPE, digit_pngs, find_wrk, multipart
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("PASS" if not problems else "FAIL: " + "; ".join(problems))
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+        made = {**provenance("benchmarks.soak"), **figures}
+        args.json.write_text(json.dumps(made, indent=1) + "\n")
     return 1 if problems else 0
 
 

@@ -32,7 +32,7 @@ from app.frontend.predict import encode
 from app.serving.answer import Answer
 from app.serving.catalog import CheckpointInfo, Loaded
 from benchmarks import photos
-from benchmarks.harness import ROOT
+from benchmarks.harness import ROOT, provenance
 from benchmarks.wrk import CONTENT_TYPE, digit_pngs, multipart
 from models.checkpoint import load_checkpoint
 from models.data import load_mnist
@@ -133,7 +133,13 @@ def main() -> None:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"us": r, "threads": 1, "cores": os.cpu_count(), "torch": torch.__version__},
+                {
+                    **provenance("benchmarks.stage_costs"),
+                    "us": r,
+                    "threads": 1,
+                    "cores": os.cpu_count(),
+                    "torch": torch.__version__,
+                },
                 indent=1,
             )
         )

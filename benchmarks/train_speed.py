@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from benchmarks.harness import provenance
 from models import train as train_mod
 from models.augment import NO_AUGMENT, AugmentRecipe
 from models.registry import get_model
@@ -169,7 +170,8 @@ def main() -> None:
             result["gpu"] = gpu_figures(args.data_dir, Path(tmp), args.gpu_models.split(","))
         print(json.dumps(result["gpu"], indent=1))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        made = {**provenance("benchmarks.train_speed"), **result}
+        args.json.write_text(json.dumps(made, indent=1))
 
 
 if __name__ == "__main__":

@@ -92,3 +92,15 @@ def test_every_results_file_names_its_commit_and_command(
     assert len(result["commit"]) == 40 and isinstance(result["dirty"], bool)
     given = shlex.join([*mode, "--servers", "ours", "--json", str(out)])
     assert result["command"] == f"python -m benchmarks.serve_bench {given}"
+
+
+def test_provenance_names_the_commit_and_the_command_as_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What robustness, soak, stage_costs and train_speed write beside their figures."""
+    from benchmarks.harness import provenance
+
+    monkeypatch.setattr("sys.argv", ["robustness.py", "--only", "photos", "--json", "a b.json"])
+    made = provenance("benchmarks.robustness")
+    assert len(str(made["commit"])) == 40 and isinstance(made["dirty"], bool)
+    assert made["command"] == "python -m benchmarks.robustness --only photos --json 'a b.json'"
