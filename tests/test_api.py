@@ -18,6 +18,7 @@ from app.main import create_app
 from models.data import MnistSplit
 from tests.corpus import png_header
 from tests.helpers import WEIGHTS, png, settings
+from tests.test_v2 import V2_OPERATIONS
 
 PROBLEM = "application/problem+json"
 
@@ -219,16 +220,7 @@ def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
         "/health/live": {"get": "live"},
         "/health/ready": {"get": "ready"},
         "/metrics": {"get": "metrics"},
-        # The v2 protocol's (tests/test_v2.py checks their documentation).
-        "/v2": {"get": "serverMetadata"},
-        "/v2/health/live": {"get": "serverLive"},
-        "/v2/health/ready": {"get": "serverReady"},
-        "/v2/models/{model}": {"get": "modelMetadata"},
-        "/v2/models/{model}/versions/{version}": {"get": "modelVersionMetadata"},
-        "/v2/models/{model}/ready": {"get": "modelReady"},
-        "/v2/models/{model}/versions/{version}/ready": {"get": "modelVersionReady"},
-        "/v2/models/{model}/infer": {"post": "infer"},
-        "/v2/models/{model}/versions/{version}/infer": {"post": "inferVersion"},
+        **V2_OPERATIONS,  # the v2 protocol's (tests/test_v2.py checks their documentation)
     }
     predict = spec["paths"]["/predict/{model}"]["post"]
     assert {"multipart/form-data", "application/octet-stream", "image/png"} <= set(

@@ -215,6 +215,20 @@ def test_versions(tmp_path: Path, digits: np.ndarray) -> None:
             assert f"no version {bad[:64]}" in error(r, 404)  # a long one shortened
 
 
+# The protocol's paths and their operation ids (tests/test_api.py expects them in the document).
+V2_OPERATIONS = {
+    "/v2": {"get": "serverMetadata"},
+    "/v2/health/live": {"get": "serverLive"},
+    "/v2/health/ready": {"get": "serverReady"},
+    "/v2/models/{model}": {"get": "modelMetadata"},
+    "/v2/models/{model}/versions/{version}": {"get": "modelVersionMetadata"},
+    "/v2/models/{model}/ready": {"get": "modelReady"},
+    "/v2/models/{model}/versions/{version}/ready": {"get": "modelVersionReady"},
+    "/v2/models/{model}/infer": {"post": "infer"},
+    "/v2/models/{model}/versions/{version}/infer": {"post": "inferVersion"},
+}
+
+
 def test_openapi_documents_the_protocol(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     v2 = {
@@ -222,17 +236,7 @@ def test_openapi_documents_the_protocol(client: TestClient) -> None:
         for path, ops in spec["paths"].items()
         if path.startswith("/v2")
     }
-    assert v2 == {
-        "/v2": {"get": "serverMetadata"},
-        "/v2/health/live": {"get": "serverLive"},
-        "/v2/health/ready": {"get": "serverReady"},
-        "/v2/models/{model}": {"get": "modelMetadata"},
-        "/v2/models/{model}/versions/{version}": {"get": "modelVersionMetadata"},
-        "/v2/models/{model}/ready": {"get": "modelReady"},
-        "/v2/models/{model}/versions/{version}/ready": {"get": "modelVersionReady"},
-        "/v2/models/{model}/infer": {"post": "infer"},
-        "/v2/models/{model}/versions/{version}/infer": {"post": "inferVersion"},
-    }
+    assert v2 == V2_OPERATIONS
     op = spec["paths"]["/v2/models/{model}/infer"]["post"]
     assert op["tags"] == ["v2"]
     body = op["requestBody"]["content"]
