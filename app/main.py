@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import logs
 from app.config import Settings, get_settings
+from app.digits.sandbox import DigitReader
 from app.frontend.docs import add_docs
 from app.frontend.openapi import install_openapi
 from app.frontend.page import add_page
@@ -24,7 +25,6 @@ from app.frontend.security import ApiKeyMiddleware, SecurityHeadersMiddleware
 from app.frontend.uploads import BodyLimitMiddleware
 from app.frontend.v2 import V2ErrorMiddleware, add_v2_routes
 from app.metrics import Metrics, mark_process_dead
-from app.serving.decoding import DecoderPool
 from app.serving.engine import Engine
 from app.serving.zoo import Zoo
 
@@ -70,9 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        decoders = DecoderPool(settings.decode_memory_mb, settings.decode_timeout_s)
-        await decoders.start()
-        app.state.zoo = Zoo(settings, await start_engine(settings, metrics), decoders)
+        reader = DigitReader.from_settings(settings)
+        await reader.start()
+        app.state.zoo = Zoo(settings, await start_engine(settings, metrics), reader)
         # What start-up built lives as long as the process: keep it out of every
         # garbage-collector pass that follows.
         gc.collect()

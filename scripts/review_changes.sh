@@ -63,8 +63,8 @@ check 5b-pixels-after-decode-pillow app/digits/decode.py \
     except MemoryError:' tests/test_corpus.py tests/test_preprocess.py tests/test_decoding.py
 check 6-19px-resized app/digits/frame.py 'MNIST_SIDES = (BOX - 1, BOX)' 'MNIST_SIDES = (BOX,)' \
   tests/test_preprocess.py tests/test_api_accuracy.py tests/test_corpus.py
-check 7-success-raises app/serving/answer.py '        yield tally
-        status = 200' '        yield tally
+check 7-success-raises app/serving/answer.py '        yield ticket
+        status = 200' '        yield ticket
         raise RuntimeError("broken on purpose")' tests/test_schema_fuzz.py
 check 8-no-head-limit app/frontend/protocol.py \
   'while self._in_head and len(data) > self._head_left:' 'while False:' \

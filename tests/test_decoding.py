@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import numpy as np
@@ -17,10 +18,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
+from app.digits import sandbox
 from app.digits.decode import ImageLimits, ImageRejected, decode_image, jpeg_scans, webp_size
+from app.digits.sandbox import Decoder, DecoderPool
 from app.failures import Failure
 from app.main import create_app
-from app.serving.decoding import Decoder, DecoderPool
 from benchmarks import hostile_files
 from benchmarks.harness import process_tree
 from benchmarks.hostile import connect
@@ -301,3 +303,80 @@ async def test_a_client_that_leaves_stops_its_decoding(tmp_path: Path) -> None:
             assert r.status_code == 200, r.text
     finally:
         server.stop()
+
+
+async def test_a_decoder_killed_while_idle_is_replaced_before_the_next_image() -> None:
+    pool = DecoderPool(memory_mb=256, timeout_s=5)
+    await pool.start()
+    try:
+        assert pool._decoder is not None
+        os.kill(pool._decoder.process.pid, signal.SIGKILL)  # the OOM killer, an operator
+        pool._decoder.process.join(5)
+        digits, rejections = await pool.digits([_ring_png(300)], ImageLimits())
+        assert not rejections and digits[0].max() > 0  # not the client's fault: no 413
+    finally:
+        await pool.close()
+
+
+class _Recorded(Decoder):
+    """A decoder that the test can find: every one made is listed in ``made``."""
+
+    made: ClassVar[list[Decoder]] = []
+
+    def __init__(self, memory_mb: int) -> None:
+        super().__init__(memory_mb)
+        self.started = False
+        self.made.append(self)
+
+    def ready(self, timeout: float) -> bool:
+        self.started = super().ready(timeout)
+        return self.started
+
+
+def _kill_decoders(pool: DecoderPool, times: int) -> list[int]:
+    """Kill the decoder at work (lent out by the pool), ``times`` times, from outside, as the
+    OOM killer or an operator would; the pids killed."""
+    killed: list[int] = []
+    deadline = time.monotonic() + 30
+    while len(killed) < times and time.monotonic() < deadline:
+        last = _Recorded.made[-1] if _Recorded.made else None
+        working = last.process if last is not None and last.started else None
+        if working is not None and working.pid not in killed and pool._decoder is None:
+            time.sleep(0.2)  # well into its decoding
+            working.kill()
+            killed.append(working.pid or 0)
+        time.sleep(0.02)
+    return killed
+
+
+async def test_an_image_whose_decoder_is_killed_under_it_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sandbox, "Decoder", _Recorded)
+    pool = DecoderPool(memory_mb=256, timeout_s=30)
+    await pool.start()
+    try:
+        killer = asyncio.ensure_future(asyncio.to_thread(_kill_decoders, pool, 1))
+        _, rejections = await pool.digits([_slow_jpeg()], ImageLimits())
+        assert len(await killer) == 1
+        assert not [r for r in rejections if r.failure is Failure.IMAGE_TOO_LARGE], rejections
+    finally:
+        await pool.close()
+
+
+async def test_an_image_that_kills_its_decoder_twice_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sandbox, "Decoder", _Recorded)
+    pool = DecoderPool(memory_mb=256, timeout_s=30)
+    await pool.start()
+    try:
+        killer = asyncio.ensure_future(asyncio.to_thread(_kill_decoders, pool, 2))
+        _, rejections = await pool.digits([_slow_jpeg()], ImageLimits())
+        assert len(await killer) == 2
+        assert [r.failure for r in rejections] == [Failure.IMAGE_TOO_LARGE]
+        assert "the decoder stopped on it" in rejections[0].detail
+        digits, rejections = await pool.digits([_ring_png(300)], ImageLimits())
+        assert not rejections and digits[0].max() > 0  # and the next image is read
+    finally:
+        await pool.close()

@@ -306,15 +306,15 @@ async def test_a_request_that_began_before_a_swap_runs_on_what_is_there_when_que
     rgb = png(mnist_test.images[0, 0].numpy(), mode="RGB")  # decoded in the decoder process
     app_ = create_app(settings(weights_dir=weights, models=("lenet",)))
     async with _client(app_) as c:
-        decoders = app_.state.zoo.decoders
-        decoding, release, decode = asyncio.Event(), asyncio.Event(), decoders.digits
+        reader = app_.state.zoo.reader
+        decoding, release, decode = asyncio.Event(), asyncio.Event(), reader.digits
 
         async def held(*args: object) -> object:
             decoding.set()
             await release.wait()
             return await decode(*args)
 
-        decoders.digits = held
+        reader.digits = held
         default = asyncio.ensure_future(c.post("/predict/lenet", files={"files": rgb}))
         pinned = asyncio.ensure_future(c.post("/predict/lenet?version=1", files={"files": rgb}))
         await decoding.wait()

@@ -127,6 +127,7 @@ def test_metrics_count_v2_requests(client: TestClient, digits: np.ndarray) -> No
     before = client.get("/metrics").text
     infer(client, "lenet", {"inputs": [image_input([png(digits[0])])]})
     client.post("/v2/models/lenet/infer", content=b"{")
+    client.post("/v2/models/lenet/versions/7/infer", content=b"{")
     after = client.get("/metrics").text
 
     def count(text: str, status: str, version: str) -> float:
@@ -134,7 +135,9 @@ def test_metrics_count_v2_requests(client: TestClient, digits: np.ndarray) -> No
         return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(line)), 0.0)
 
     assert count(after, "200", "1") == count(before, "200", "1") + 1
-    assert count(after, "400", "_unknown") == count(before, "400", "_unknown") + 1  # no version
+    # As /predict counts them: a request admitted for version 1, then refused for its body.
+    assert count(after, "400", "1") == count(before, "400", "1") + 1
+    assert count(after, "404", "_unknown") == count(before, "404", "_unknown") + 1  # no version
 
 
 def test_api_keys_guard_metadata_and_inference_not_probes(digits: np.ndarray) -> None:

@@ -12,6 +12,7 @@ from app.config import Settings
 from app.engine.loading import model_names
 from app.engine.siblings import Siblings
 from app.failures import Failure, ServiceError
+from app.serving.answer import Ticket
 from app.serving.catalog import (
     CheckpointInfo,
     Loaded,
@@ -152,12 +153,12 @@ def zoo() -> Zoo:
 
 def _refused(zoo: Zoo, name: str, version: int | None) -> ServiceError:
     with pytest.raises(ServiceError) as refused:
-        zoo.get(name, version)
+        zoo.admit(name, version)
     return refused.value
 
 
 def test_one_resolver_for_model_and_version(zoo: Zoo) -> None:
-    assert zoo.get("lenet").version == 2 and zoo.get("lenet", 1).version == 1
+    assert zoo.admit("lenet").version == 2 and zoo.admit("lenet", 1).version == 1
     unknown = _refused(zoo, "lenet", 99)
     assert unknown.failure is Failure.UNKNOWN_VERSION
     assert unknown.extra["known_versions"] == [1, 2, 3]
@@ -174,14 +175,34 @@ def test_one_resolver_for_model_and_version(zoo: Zoo) -> None:
 
 
 async def test_the_version_is_resolved_again_when_the_digits_are_queued(zoo: Zoo) -> None:
-    engine = zoo.engine
-    ran, _ = await zoo.classify("lenet", None, np.zeros((1, 28, 28), np.uint8))
+    engine, digit = zoo.engine, np.zeros((1, 28, 28), np.uint8)
+    same, moved, pinned = (Ticket(zoo, "lenet") for _ in range(3))
+    for ticket, version in ((same, None), (moved, None), (pinned, 1)):
+        assert ticket.admit(version).version == (version or 2)
+    ran = await same.answer_digits(digit)
     v4 = _loaded(4)
     lenet = engine.catalog["lenet"]  # a reload swaps in a new default while a request decodes
     engine.catalog = {**engine.catalog, "lenet": Model("lenet", {**lenet.versions, 4: v4}, v4)}  # type: ignore[attr-defined]
-    moved, _ = await zoo.classify("lenet", None, np.zeros((1, 28, 28), np.uint8))
-    assert (ran.version, moved.version) == (2, 4)
-    assert engine.asked == [("lenet", 2), ("lenet", 4)]  # type: ignore[attr-defined]
+    after, kept = await moved.answer_digits(digit), await pinned.answer_digits(digit)
+    assert (ran.model.version, after.model.version, kept.model.version) == (2, 4, 1)
+    assert engine.asked == [("lenet", 2), ("lenet", 4), ("lenet", 1)]  # type: ignore[attr-defined]
+
+
+async def test_a_request_is_resolved_once_while_the_catalogue_stays(zoo: Zoo) -> None:
+    ticket, looked = Ticket(zoo, "lenet"), []
+    ticket.admit()
+    lookup = zoo.lookup
+    zoo.lookup = lambda name: looked.append(name) or lookup(name)  # type: ignore[method-assign]
+    await ticket.answer_digits(np.zeros((2, 28, 28), np.uint8))
+    assert looked == []  # no second resolution: the version admitted is the one that runs
+
+
+def test_a_v2_path_names_a_version_as_text(zoo: Zoo) -> None:
+    assert zoo.admit("lenet", "1").version == 1
+    for text in ("99", "01x", "\u0661", "-1"):
+        with pytest.raises(ServiceError) as refused:
+            zoo.admit("lenet", text)
+        assert refused.value.failure is Failure.UNKNOWN_VERSION
 
 
 def test_the_catalogue_crosses_the_wire_unchanged(zoo: Zoo) -> None:

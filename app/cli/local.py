@@ -21,7 +21,7 @@ import numpy as np
 
 from app.cli.rows import Row, Stopped, read_file
 from app.digits.decode import ImageLimits
-from app.serving.decoding import guarded_digits
+from app.digits.sandbox import guarded_digits
 
 # The service's image limits, at their defaults.
 LIMITS = ImageLimits()

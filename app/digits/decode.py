@@ -11,11 +11,11 @@ from io import BytesIO
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.config import Settings
+from app.digits.sizes import PAGE_SIDE
 from app.failures import Failure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEFAULT_FORMATS: frozenset[str] = frozenset({"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"})
-PAGE_SIDE = 240  # photos are read at this size (shorter side): no need to decode them bigger
 TOO_LARGE = Failure.IMAGE_TOO_LARGE
 # Progressive JPEGs carry about 10 scans (libjpeg's and mozjpeg's scripts); each costs a pass
 # over every coefficient, so hundreds of them turn 165 KB into seconds of CPU.

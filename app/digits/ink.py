@@ -1,6 +1,6 @@
 """A digit crop's luminance -> its ink: white on black, the paper at 0, noise cut, peak 1.
 
-The crop path (frames under app/digits/pipeline.py's PHOTO_MIN_SIDE) as named steps, each on a
+The crop path (frames under app/digits/sizes.py's PHOTO_MIN_SIDE) as named steps, each on a
 stack of same-shape images (N x h x w float32); a single image is a stack of one. The common
 steps run on the whole stack; uncommon ones (inverted side bands, a wandering paper, faint
 ink, salt and pepper, noise specks, outlines) on the images that need them, through the same
@@ -25,9 +25,9 @@ from app.digits.paper import (
     uninvert_bands,
     wandering,
 )
+from app.digits.sizes import PLANE_MIN_SIDE
 from models.framing import FULL_SCALE
 
-PLANE_MIN_SIDE = 64  # smaller images are digit crops, not photographed pages
 SPECK_LEVEL = 0.15  # in noisy images, the box ignores ink whose 3x3 mean is below this
 # Salt-and-pepper noise: ink pixels with no ink around them, on at least 1% of the image (and
 # at least 8 of them); MNIST's test digits have at most a few.

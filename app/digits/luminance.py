@@ -6,9 +6,9 @@ import math
 import numpy as np
 from PIL import Image
 
-from app.digits.decode import PAGE_SIDE, blank
+from app.digits.decode import blank
+from app.digits.sizes import PAGE_SIDE, WORK_MAX_SIDE
 
-WORK_MAX_SIDE = 512  # bigger uploads are box-averaged down first: cost stays bounded
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _KEYED_MODES = frozenset({"1", "L", "P", "RGB"})  # a tRNS colour key Pillow turns into alpha
 

@@ -1,7 +1,8 @@
 """A page or a photo of one -> the digit's ink: lighting, threshold, lines and edges, components.
 
-Images at least PAGE_MIN_SIDE on their shorter side are pages (a photo, a scan, a canvas), not
-digit crops. Each step is a named function on one luminance image (float32 in [0, 1]):
+Images at least app/digits/sizes.py's PHOTO_MIN_SIDE on their shorter side are pages (a photo, a
+scan, a canvas), not digit crops, and so are smaller ones in which no crop's digit stands out.
+Each step is a named function on one luminance image (float32 in [0, 1]):
 
 1. polarity: is the ink darker than the page (paper) or lighter (a canvas, a blackboard)?
 2. lighting: the page's own brightness everywhere (a grey closing: strokes are thinner than its
@@ -25,9 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from app.digits.decode import PAGE_SIDE
+from app.digits.sizes import PAGE_SIDE
 
-PAGE_MIN_SIDE = 64
 # The page's brightness is estimated at this working size (shorter side), with a square this
 # share of it: wider than a marker stroke, narrower than a shadow.
 LIGHT_SIDE = 160

@@ -27,9 +27,10 @@ from app.digits.decode import (
     png_size,
 )
 from app.digits.frame import frame
-from app.digits.ink import PLANE_MIN_SIDE, crop_ink
-from app.digits.luminance import WORK_MAX_SIDE, luminance
+from app.digits.ink import crop_ink
+from app.digits.luminance import luminance
 from app.digits.page import page_ink
+from app.digits.sizes import PHOTO_MIN_SIDE, PLANE_MIN_SIDE, WORK_MAX_SIDE
 from app.failures import Failure
 from models.framing import FRAME
 
@@ -37,8 +38,6 @@ try:  # the fast decoder is an optimisation: without its wheel, Pillow decodes e
     import pyspng
 except ImportError:  # pragma: no cover
     pyspng = None
-
-PHOTO_MIN_SIDE = 200  # frames this big are photos or pages (app/digits/page.py), not crops
 
 
 @dataclass(frozen=True)

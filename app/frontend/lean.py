@@ -11,9 +11,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from fastapi.routing import APIRoute
-from starlette.types import ASGIApp, Receive, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.failures import Failure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,6 +31,21 @@ def lean_route(app: ASGIApp) -> type[APIRoute]:
             self.app = app
 
     return LeanRoute
+
+
+def header(scope: Scope, name: bytes, repeated: Failure = Failure.BAD_REQUEST) -> str | None:
+    """One request header as text (UTF-8, as browsers send non-ASCII file names), stripped;
+    the ``repeated`` failure (400) when the request repeats it, since two readings of one
+    request must never disagree."""
+    values = [v for k, v in scope["headers"] if k == name]
+    if len(values) > 1:
+        raise repeated.error(f"the request has {len(values)} {name.decode().title()} headers")
+    return values[0].decode("utf-8", "replace").strip() if values else None
+
+
+def query(scope: Scope) -> dict[str, str]:
+    """The query parameters (the last of a repeated one), blank values kept."""
+    return dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
 
 
 async def send_bytes(

@@ -10,7 +10,6 @@ import asyncio
 import base64
 import io
 from typing import Annotated, Any, Literal, cast
-from urllib.parse import parse_qsl
 
 import numpy as np
 import orjson
@@ -21,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from app.failures import Failure, ServiceError
-from app.frontend.lean import lean_route, send_bytes, unless_client_leaves
+from app.frontend.lean import lean_route, query, send_bytes, unless_client_leaves
 from app.frontend.problems import (
     problem_body,
     problem_response,
@@ -30,7 +29,7 @@ from app.frontend.problems import (
 )
 from app.frontend.schemas import ImageProblem, Prediction, PredictResponse, TopK
 from app.frontend.uploads import read_body, uploads_of
-from app.serving.answer import Answer, Upload, answer, rejected
+from app.serving.answer import Answer, Upload, failures, rejected, served, top_k
 from app.serving.catalog import CheckpointInfo, Loaded
 
 
@@ -59,12 +58,11 @@ def digit_png(digit: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def encode(result: Answer, top_k: int) -> bytes:
+def encode(result: Answer, k: int) -> bytes:
     """The 200 body: per upload, in order, its label, confidence, probabilities and top k (and,
     when the answer kept them, the digit the model saw), or the problem with that image."""
     labels, probs = result.model.labels, result.probabilities
-    order = np.argsort(-probs, axis=1, kind="stable")[:, : min(top_k, probs.shape[1])].tolist()
-    rows = iter(zip(probs.tolist(), order, strict=True))
+    rows = iter(zip(probs.tolist(), top_k(probs, k), strict=True))
     seen = iter(result.digits) if result.digits is not None else None
     refused = {r.index: r for r in result.rejections}
     predictions: list[Prediction | ImageProblem] = []
@@ -111,9 +109,8 @@ def _example() -> dict[str, Any]:
     return cast(dict[str, Any], orjson.loads(encode(result, 3)))
 
 
-def _query(query_string: bytes) -> PredictQuery:
+def _validated(raw: dict[str, str]) -> PredictQuery:
     """The query parameters, validated with the declared model (errors as FastAPI's)."""
-    raw = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
     try:
         return PredictQuery.model_validate(raw)
     except ValidationError as exc:
@@ -129,34 +126,27 @@ class LeanPredict:
         settings = state.settings
         body_read = asyncio.Event()
 
-        async def read() -> list[Upload]:
-            uploads = uploads_of(scope, await read_body(receive), settings.max_files)
-            body_read.set()
-            return uploads
+        async def predict() -> tuple[bytes, int]:
+            async with served(state.zoo, state.metrics, scope["path_params"]["model"]) as ticket:
+                raw = query(scope)
+                asked = _validated(raw)
+                ticket.admit(asked.version)  # before the body is read
+                body = await read_body(receive)
+                body_read.set()
+                uploads = uploads_of(scope, body, settings.max_files, raw.get("filename"))
+                result = await ticket.answer(uploads, keep_digits=asked.include == "digit")
+                return encode(result, asked.top_k), result.model.version
 
         try:
-            query = _query(scope["query_string"])
-            done = await unless_client_leaves(
-                receive,
-                body_read,
-                lambda: answer(
-                    state.zoo,
-                    state.metrics,
-                    scope["path_params"]["model"],
-                    read,
-                    version=query.version,
-                    keep_digits=query.include == "digit",
-                ),
-            )
-            if done is None:
-                return
-            result = done[0]
-            body = encode(result, query.top_k)
+            done = await unless_client_leaves(receive, body_read, predict)
         except ServiceError as exc:
             await problem_response(exc, settings.retry_after_s)(scope, receive, send)
             return
-        version = str(result.model.version).encode()
-        await send_bytes(send, body, b"application/json", ((b"x-model-version", version),))
+        if done is None:
+            return
+        body, version = done[0]
+        headers = ((b"x-model-version", str(version).encode()),)
+        await send_bytes(send, body, b"application/json", headers)
 
 
 async def predict_declaration(
@@ -192,25 +182,7 @@ REQUEST_BODY: dict[str, Any] = {
         "application/octet-stream": _IMAGE_BODY,
     },
 }
-FAILURES = (
-    Failure.MALFORMED_MULTIPART,
-    Failure.UNKNOWN_MODEL,
-    Failure.UNKNOWN_VERSION,
-    Failure.REQUEST_TIMEOUT,
-    Failure.CONTENT_TOO_LARGE,
-    Failure.IMAGE_TOO_LARGE,
-    Failure.UNSUPPORTED_MEDIA_TYPE,
-    Failure.INVALID_REQUEST,
-    Failure.NO_FILES,
-    Failure.TOO_MANY_FILES,
-    Failure.INVALID_IMAGE,
-    Failure.INFERENCE_FAILED,
-    Failure.INTERNAL_ERROR,
-    Failure.MODEL_NOT_LOADED,
-    Failure.QUEUE_FULL,
-    Failure.SHUTTING_DOWN,
-    Failure.INFERENCE_TIMEOUT,
-)
+FAILURES = failures(Failure.MALFORMED_MULTIPART, Failure.INVALID_REQUEST)
 
 
 def add_predict_route(app: FastAPI) -> None:

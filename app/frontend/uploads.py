@@ -5,11 +5,11 @@ multipart (app/frontend/multipart.py) or raw-image body -> its uploads, named.
 import asyncio
 import logging
 import time
-from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.failures import Failure, ServiceError
+from app.frontend.lean import header
 from app.frontend.multipart import parse_multipart, upload_name
 from app.frontend.problems import problem_response
 from app.serving.answer import Upload
@@ -184,27 +184,14 @@ async def read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    """One request header as text (UTF-8, as browsers send non-ASCII names); 400 when the
-    request repeats it, since two readings of one request must never disagree."""
-    values = [v for k, v in scope["headers"] if k == name]
-    if len(values) > 1:
-        shown = name.decode().title()
-        raise Failure.BAD_REQUEST.error(f"the request has {len(values)} {shown} headers")
-    return values[0].decode("utf-8", "replace") if values else None
-
-
-def uploads_of(scope: Scope, body: bytes, max_files: int) -> list[Upload]:
+def uploads_of(scope: Scope, body: bytes, max_files: int, filename: str | None) -> list[Upload]:
     """The images of a request body: the parts named 'files' of a multipart body, or the one
-    image of an image/* (or octet-stream) body, named by X-Filename or ``?filename=``."""
-    content_type = _header(scope, b"content-type") or ""
+    image of an image/* (or octet-stream) body, named by X-Filename or else ``filename`` (the
+    query's)."""
+    content_type = header(scope, b"content-type") or ""
     media = media_type(content_type)
     if is_raw_image(media):
-        name = _header(scope, b"x-filename")
-        if not name:
-            query = scope["query_string"].decode("latin-1")
-            name = dict(parse_qsl(query, keep_blank_values=True)).get("filename")
-        return raw_image(body, name)
+        return raw_image(body, header(scope, b"x-filename") or filename)
     if media != "multipart/form-data":
         raise unsupported(media)
     return parse_multipart(body, content_type, max_files)

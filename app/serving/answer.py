@@ -1,34 +1,63 @@
-"""Answering a prediction request: model lookup, the queue check, digits, the model call.
+"""The serving core's one request shape: open, admit, answer.
 
-Whichever protocol carried the request (``/predict``, the v2 protocol), it reaches here as a
-model name, an optional version and a way to read its uploads; what comes back is the version
-that answered and, per upload in order, its probabilities or why that one image could not be
-used. The request fails only when no image
-could be used. REQUEST_TIMEOUT_S covers everything after the body: decoding, preprocessing,
-queueing and inference.
+Every protocol adapter (``/predict``, the v2 protocol's infer) decodes its own protocol and
+encodes the answer; in between it does the same three things here, and nothing here calls back
+into it:
+
+1. ``async with served(zoo, metrics, name) as ticket``: the request is counted in the metrics
+   by model, the version that answered and outcome, however it ends (answered, refused at any
+   step, adapter's own refusals included, or left by its client);
+2. ``ticket.admit(version)``: the version that will answer, resolved once, before the body is
+   read: an unknown model or version (404), or one not loaded or stopping (503), is refused
+   here;
+3. ``await ticket.answer(uploads)`` (image files: decoding and preprocessing) or
+   ``await ticket.answer_digits(digits)`` (MNIST-style digits as they are): the queue bound,
+   the deadline (REQUEST_TIMEOUT_S), the model call. Per upload in order, its probabilities or
+   why that one image could not be used; the request fails only when no image could be used.
 """
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 
-from app.digits.pipeline import Rejection, plain_gray_png, to_digits
-from app.digits.preprocess import ImageLimits
+from app.digits.pipeline import Rejection
 from app.failures import Failure, ServiceError
 from app.metrics import UNKNOWN, Metrics
-from app.serving.catalog import Loaded
+from app.serving.catalog import Loaded, Model
 from app.serving.zoo import Zoo
-from models.framing import FRAME
 
-# Requests whose images are all small plain PNGs with at most this many pixels in total decode
-# on the event loop (tens of microseconds each); anything bigger decodes in a thread.
-INLINE_PIXELS = 256 * FRAME * FRAME
 T = TypeVar("T")
+
+# The failures of every request the core answers; each adapter adds its own protocol's rows.
+FAILURES = (
+    Failure.UNKNOWN_MODEL,
+    Failure.UNKNOWN_VERSION,
+    Failure.REQUEST_TIMEOUT,
+    Failure.CONTENT_TOO_LARGE,
+    Failure.IMAGE_TOO_LARGE,
+    Failure.UNSUPPORTED_MEDIA_TYPE,
+    Failure.NO_FILES,
+    Failure.TOO_MANY_FILES,
+    Failure.INVALID_IMAGE,
+    Failure.INFERENCE_FAILED,
+    Failure.INTERNAL_ERROR,
+    Failure.MODEL_NOT_LOADED,
+    Failure.QUEUE_FULL,
+    Failure.SHUTTING_DOWN,
+    Failure.INFERENCE_TIMEOUT,
+)
+
+
+def failures(*own: Failure) -> tuple[Failure, ...]:
+    """The core's failures and an adapter's ``own``, in the table's order (as the docs list
+    them)."""
+    rows = set(FAILURES) | set(own)
+    return tuple(f for f in Failure if f in rows)
 
 
 @dataclass(frozen=True)
@@ -56,6 +85,13 @@ class Answer(Classified):
     digits: np.ndarray | None  # the usable uploads' digits as the model saw them, if asked
 
 
+def top_k(probabilities: np.ndarray, k: int) -> list[list[int]]:
+    """Each row's ``k`` most probable classes (never more than it has), best first; ties keep
+    the lower class first."""
+    k = min(k, probabilities.shape[1])
+    return np.argsort(-probabilities, axis=1, kind="stable")[:, :k].tolist()
+
+
 def rejected(upload: Upload, rejection: Rejection) -> ServiceError:
     """The failure of one unusable upload, naming the file."""
     name = upload.filename
@@ -74,45 +110,6 @@ def _nothing_usable(uploads: list[Upload], rejections: list[Rejection]) -> Servi
     )
 
 
-def _decode_inline(uploads: list[Upload]) -> bool:
-    """Whether every image is a small plain PNG: cheaper to decode than to hand to a thread."""
-    pixels = 0
-    for up in uploads:
-        size = plain_gray_png(up.data)
-        if size is None:
-            return False
-        pixels += size[0] * size[1]
-    return pixels <= INLINE_PIXELS
-
-
-async def _classify(
-    zoo: Zoo,
-    name: str,
-    version: int | None,
-    uploads: list[Upload],
-    keep_digits: bool,
-    all_or_nothing: bool,
-) -> Answer:
-    limits = ImageLimits(
-        max_pixels=zoo.settings.max_image_pixels,
-        max_decode_bytes=zoo.settings.decode_memory_mb << 20,
-    )
-    datas = [up.data for up in uploads]
-    if _decode_inline(uploads):  # small plain PNGs: libspng decodes exactly what they declare
-        digits, rejections = to_digits(datas, limits)
-    else:
-        digits, rejections = await zoo.decoders.digits(datas, limits)
-    if len(rejections) == len(uploads):
-        raise _nothing_usable(uploads, rejections)
-    if rejections and all_or_nothing:
-        first = rejections[0]
-        raise rejected(uploads[first.index], first)
-    if rejections:
-        digits = np.delete(digits, [r.index for r in rejections], axis=0)
-    model, probabilities = await zoo.classify(name, version, digits)
-    return Answer(model, probabilities, uploads, rejections, digits if keep_digits else None)
-
-
 def record(
     zoo: Zoo, metrics: Metrics, name: str, version: str, status: int, images: int, started: float
 ) -> None:
@@ -124,19 +121,96 @@ def record(
     metrics.request_latency.labels(label).observe(time.perf_counter() - started)
 
 
-@dataclass
-class _Tally:
-    images: int = 0
-    version: str = UNKNOWN  # likewise bounded: a version in the catalogue, once resolved
+class Ticket:
+    """One request on the core: the version admitted to answer it, and what it brought."""
+
+    def __init__(self, zoo: Zoo, name: str) -> None:
+        self.zoo, self.name = zoo, name
+        self.images = 0
+        self.version = UNKNOWN  # the metrics' label: bounded, a version in the catalogue
+        self._requested: int | None = None
+        self._model: Loaded | None = None
+        self._catalog: dict[str, Model] | None = None
+
+    def admit(self, version: int | str | None = None) -> Loaded:
+        """The version that will answer (``version``: a number, a v2 path's text, or None for
+        the default), ready to take work, or the error that says why not."""
+        self._model = self.zoo.admit(self.name, version)
+        self._requested = None if version is None else self._model.version
+        self._catalog = self.zoo.models
+        self.version = str(self._model.version)
+        return self._model
+
+    def _current(self) -> Loaded:
+        """The admitted version, unless a reload has changed the catalogue since: then what the
+        request asked for, resolved in the new one (the default moved on, or the version it
+        named is gone). Called right before queueing, with no pause in between."""
+        if self._model is None:
+            raise RuntimeError("admit() the request before answering it")
+        if self.zoo.models is not self._catalog:
+            self._model = self.zoo.admit(self.name, self._requested)
+            self._catalog = self.zoo.models
+        return self._model
+
+    async def answer(
+        self, uploads: list[Upload], *, keep_digits: bool = False, all_or_nothing: bool = False
+    ) -> Answer:
+        """Image files -> per upload, in order, its probabilities or why it could not be used.
+        ``all_or_nothing``: one unusable image fails the request (for protocols without
+        per-image results), with that image's own error."""
+        self.images = len(uploads)
+        self.zoo.check_room(self._current(), len(uploads))  # a full queue refuses before decoding
+        found = await self._in_time(self._classify(uploads, keep_digits, all_or_nothing))
+        self.version = str(found.model.version)  # a reload meanwhile may have moved it on
+        return found
+
+    async def answer_digits(self, digits: np.ndarray) -> Classified:
+        """N x 28 x 28 uint8 digits that are MNIST-style already (white ink on black, centred):
+        the model's probabilities, with no decoding or preprocessing."""
+        self.images = len(digits)
+        self.zoo.check_room(self._current(), len(digits))
+        found = await self._in_time(self._run(digits))
+        self.version = str(found.model.version)
+        return found
+
+    async def _run(self, digits: np.ndarray) -> Classified:
+        model = self._current()
+        return Classified(model, await self.zoo.classify(model, digits))
+
+    async def _classify(
+        self, uploads: list[Upload], keep_digits: bool, all_or_nothing: bool
+    ) -> Answer:
+        digits, rejections = await self.zoo.reader.digits([up.data for up in uploads])
+        if len(rejections) == len(uploads):
+            raise _nothing_usable(uploads, rejections)
+        if rejections and all_or_nothing:
+            first = rejections[0]
+            raise rejected(uploads[first.index], first)
+        if rejections:
+            digits = np.delete(digits, [r.index for r in rejections], axis=0)
+        found = await self._run(digits)
+        kept = digits if keep_digits else None
+        return Answer(found.model, found.probabilities, uploads, rejections, kept)
+
+    async def _in_time(self, work: Awaitable[T]) -> T:
+        """``work`` within REQUEST_TIMEOUT_S, else the 504."""
+        timeout = self.zoo.settings.request_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                return await work
+        except TimeoutError:
+            detail = f"no answer from {self.name} within {timeout:g} s"
+            raise Failure.INFERENCE_TIMEOUT.error(detail) from None
 
 
 @asynccontextmanager
-async def _counted(zoo: Zoo, metrics: Metrics, name: str) -> AsyncIterator[_Tally]:
-    """Record the request however it ends: answered, refused, or left by its client."""
-    started, tally = time.perf_counter(), _Tally()
+async def served(zoo: Zoo, metrics: Metrics, name: str) -> AsyncIterator[Ticket]:
+    """A request for model ``name``, recorded in the metrics however it ends: answered, refused
+    (by the core or by its adapter), or left by its client."""
+    started, ticket = time.perf_counter(), Ticket(zoo, name)
     status = Failure.INTERNAL_ERROR.kind.status
     try:
-        yield tally
+        yield ticket
         status = 200
     except ServiceError as exc:
         status = exc.failure.kind.status
@@ -145,57 +219,4 @@ async def _counted(zoo: Zoo, metrics: Metrics, name: str) -> AsyncIterator[_Tall
         status = Failure.CLIENT_CLOSED.kind.status
         raise
     finally:
-        record(zoo, metrics, name, tally.version, status, tally.images, started)
-
-
-async def _in_time(zoo: Zoo, name: str, work: Awaitable[T]) -> T:
-    """``work`` within REQUEST_TIMEOUT_S, else the 504."""
-    timeout = zoo.settings.request_timeout_s
-    try:
-        async with asyncio.timeout(timeout):
-            return await work
-    except TimeoutError:
-        detail = f"no answer from {name} within {timeout:g} s"
-        raise Failure.INFERENCE_TIMEOUT.error(detail) from None
-
-
-async def answer(
-    zoo: Zoo,
-    metrics: Metrics,
-    name: str,
-    read: Callable[[], Awaitable[list[Upload]]],
-    *,
-    version: int | None = None,
-    keep_digits: bool = False,
-    all_or_nothing: bool = False,
-) -> Answer:
-    """Everything past the parsing, counted in the metrics by model, version and outcome.
-    ``all_or_nothing``: one unusable image fails the request (for protocols without per-image
-    results), with that image's own error."""
-    async with _counted(zoo, metrics, name) as tally:
-        model = zoo.get(name, version)  # unknown or unloaded: refused before the body is read
-        tally.version = str(model.version)
-        uploads = await read()
-        tally.images = len(uploads)
-        zoo.check_room(model, len(uploads))  # a full queue refuses before any decoding
-        found = await _in_time(
-            zoo, name, _classify(zoo, name, version, uploads, keep_digits, all_or_nothing)
-        )
-        tally.version = str(found.model.version)  # a reload meanwhile may have moved it on
-        return found
-
-
-async def answer_digits(
-    zoo: Zoo, metrics: Metrics, name: str, digits: np.ndarray, *, version: int | None = None
-) -> Classified:
-    """N x 28 x 28 uint8 digits that are MNIST-style already (white ink on black, centred):
-    the model's probabilities, with no decoding or preprocessing; the same lookup, queue
-    bound, deadline and metrics as :func:`answer`."""
-    async with _counted(zoo, metrics, name) as tally:
-        model = zoo.get(name, version)
-        tally.version = str(model.version)
-        tally.images = len(digits)
-        zoo.check_room(model, len(digits))
-        model, probabilities = await _in_time(zoo, name, zoo.classify(name, version, digits))
-        tally.version = str(model.version)
-        return Classified(model, probabilities)
+        record(zoo, metrics, name, ticket.version, status, ticket.images, started)

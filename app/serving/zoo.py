@@ -1,21 +1,27 @@
 """The zoo: the models being served, as a frontend worker sees them, behind one engine.
 
 It adds the service's rules to the engine's calls: which names and versions exist, which
-version a request runs (:meth:`Zoo.get`, the one place that decides), whether it can take work
-now (loaded, not stopping, room in its queue), and readiness.
+version a request runs (:meth:`Zoo.admit`, the one place that decides), whether it can take
+work now (loaded, not stopping, room in its queue), and readiness.
 """
 
 import numpy as np
 
 from app.config import Settings
+from app.digits.sandbox import DigitReader
 from app.failures import Failure, ServiceError, queue_full
-from app.serving.catalog import Loaded, Model, ReloadReport, Unavailable
-from app.serving.decoding import DecoderPool
+from app.serving.catalog import Loaded, Model, ReloadReport, Served, Unavailable
 from app.serving.engine import Engine
 
 
 def _shown(name: str) -> str:
     return name if len(name) <= 64 else name[:64] + "..."
+
+
+def not_loaded(name: str, version: int | str | None, served: Unavailable) -> ServiceError:
+    """The 503 for a version that is listed but cannot serve, and why (what would fix it)."""
+    which = f"model {name!r}" if version is None else f"{name} version {version}"
+    return Failure.MODEL_NOT_LOADED.error(f"{which} is not loaded: {served.reason}")
 
 
 def _unknown_version(model: Model, shown: str) -> ServiceError:
@@ -29,17 +35,17 @@ def _unknown_version(model: Model, shown: str) -> ServiceError:
 
 class Zoo:
     """Models by name, behind one engine (in this process, or the model owner), and the
-    worker's decoder for the uploads that are not small plain PNGs."""
+    worker's reader of upload bytes into digits."""
 
-    def __init__(self, settings: Settings, engine: Engine, decoders: DecoderPool) -> None:
-        self.settings, self.engine, self.decoders = settings, engine, decoders
+    def __init__(self, settings: Settings, engine: Engine, reader: DigitReader) -> None:
+        self.settings, self.engine, self.reader = settings, engine, reader
         self.accepting = True
 
     async def stop(self) -> None:
         """Take no new requests; let every accepted one finish."""
         self.accepting = False
         await self.engine.close()
-        await self.decoders.close()
+        await self.reader.close()
 
     @property
     def models(self) -> dict[str, Model]:
@@ -56,37 +62,37 @@ class Zoo:
             )
         return model
 
-    def get(self, name: str, version: int | None = None) -> Loaded:
+    def version_of(self, name: str, version: int | str | None = None) -> Served:
+        """The record of the version of ``name`` that ``version`` names (a number, a v2 path's
+        text, or None for the default), loaded or not; 404 for an unknown model or version."""
+        model = self.lookup(name)
+        if version is None:
+            return model.default
+        if isinstance(version, str):  # the v2 protocol's /versions/<v>, a string there
+            if not (version.isascii() and version.isdigit() and int(version) in model.versions):
+                raise _unknown_version(model, _shown(version))
+            return model.versions[int(version)]
+        if (found := model.versions.get(version)) is None:
+            raise _unknown_version(model, str(version))
+        return found
+
+    def admit(self, name: str, version: int | str | None = None) -> Loaded:
         """The version of ``name`` a request runs (``version``, else the default), ready to take
         work, or the error that says why not: unknown model or version (404), not loaded or
         stopping (503)."""
-        model = self.lookup(name)
+        self.lookup(name)
         if not self.accepting or not self.engine.alive:
             raise Failure.SHUTTING_DOWN.error()
-        if version is None:
-            served = model.default
-        elif (found := model.versions.get(version)) is not None:
-            served = found
-        else:
-            raise _unknown_version(model, str(version))
+        served = self.version_of(name, version)
         if isinstance(served, Unavailable):
-            which = f"model {name!r}" if version is None else f"{name} version {version}"
-            raise Failure.MODEL_NOT_LOADED.error(f"{which} is not loaded: {served.reason}")
+            raise not_loaded(name, version, served)
         return served
 
-    def version_named(self, name: str, text: str) -> int:
-        """The version a path names (the v2 protocol's ``/versions/<v>``, a string there): one
-        of the model's, else the same 404 as an unknown ``?version=N``."""
-        model = self.lookup(name)
-        if text.isascii() and text.isdigit() and int(text) in model.versions:
-            return int(text)
-        raise _unknown_version(model, _shown(text))
-
-    def takes_work(self, name: str, version: int | None = None) -> bool:
-        """Whether a request for that version of ``name`` would be taken now (what :meth:`get`
+    def takes_work(self, name: str, version: int | str | None = None) -> bool:
+        """Whether a request for that version of ``name`` would be taken now (what :meth:`admit`
         checks); an unknown model or version still raises its 404."""
         try:
-            self.get(name, version)
+            self.admit(name, version)
         except ServiceError as exc:
             if exc.failure in (Failure.UNKNOWN_MODEL, Failure.UNKNOWN_VERSION):
                 raise
@@ -99,16 +105,11 @@ class Zoo:
         if queued + n > self.settings.max_queue:
             raise queue_full(model.name, queued, self.settings.max_queue)
 
-    async def classify(
-        self, name: str, version: int | None, digits: np.ndarray
-    ) -> tuple[Loaded, np.ndarray]:
-        """The version that ran, and its probabilities for ``digits``, or the error (404, 503,
-        500) that says why not. The version is resolved again here, at the moment the digits
-        are queued: a reload since the request began has moved the default on (or removed the
-        version it asked for), and only a version in the catalogue takes work."""
-        model = self.get(name, version)
-        try:  # no pause between the lookup and the engine's queueing (see Engine.classify)
-            return model, await self.engine.classify(model.name, model.version, digits)
+    async def classify(self, model: Loaded, digits: np.ndarray) -> np.ndarray:
+        """``model``'s probabilities for ``digits``, or the error (503, 500) that says why not.
+        The caller admitted ``model`` and calls without a pause since (see Engine.classify)."""
+        try:
+            return await self.engine.classify(model.name, model.version, digits)
         except ServiceError:
             raise
         except Exception:  # the model raised in this process: only this batch failed

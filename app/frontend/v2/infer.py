@@ -1,40 +1,35 @@
 """POST /v2/models/{model}[/versions/{version}]/infer: the v2 protocol's inference, on the lean
 path (app/frontend/lean.py), answered by the same serving core as /predict.
 
-An ``image`` input goes through :func:`~app.serving.answer.answer`, as /predict's uploads do
-(decoding in the sandbox, preprocessing, the queue bound, the deadline, the metrics), except
-that one unusable image fails the whole request: the protocol has no per-item results. A
-``digit`` input goes through :func:`~app.serving.answer.answer_digits` (no decoding). Errors
-leave as problem+json and become the protocol's ``{"error"}`` in
+The request is admitted by the core (app/serving/answer.py) before its body is read. An
+``image`` input is answered as /predict's uploads are (decoding in the sandbox, preprocessing,
+the queue bound, the deadline, the metrics), except that one unusable image fails the whole
+request: the protocol has no per-item results. A ``digit`` input is answered as it is (no
+decoding). Errors leave as problem+json and become the protocol's ``{"error"}`` in
 :class:`~app.frontend.v2.errors.V2ErrorMiddleware`.
 """
 
 import asyncio
-import time
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header
 from starlette.types import Receive, Scope, Send
 
 from app.failures import Failure, ServiceError
-from app.frontend.lean import lean_route, send_bytes, unless_client_leaves
+from app.frontend.lean import header, lean_route, send_bytes, unless_client_leaves
 from app.frontend.problems import problem_response
 from app.frontend.uploads import read_body
 from app.frontend.v2.errors import v2_error_responses
 from app.frontend.v2.schemas import InferRequestBody, InferResponseBody
 from app.frontend.v2.tensors import InferRequest, encode, invalid, parse, raw_image
-from app.metrics import UNKNOWN
-from app.serving.answer import Classified, Upload, answer, answer_digits, record
+from app.serving.answer import Classified, failures, served
 
 HEADER = b"inference-header-content-length"
 _HEADER_OUT = b"Inference-Header-Content-Length"
 
 
 def _single(scope: Scope, name: bytes) -> str | None:
-    values = [v for k, v in scope["headers"] if k == name]
-    if len(values) > 1:
-        raise invalid(f"the request has {len(values)} {name.decode()} headers")
-    return values[0].decode("latin-1").strip() if values else None
+    return header(scope, name, Failure.INVALID_INFERENCE_REQUEST)
 
 
 def read_request(scope: Scope, body: bytes, max_files: int) -> InferRequest:
@@ -58,46 +53,33 @@ class LeanInfer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["app"].state
-        zoo, metrics, settings = state.zoo, state.metrics, state.settings
-        name, named = scope["path_params"]["model"], scope["path_params"].get("version")
+        settings, params = state.settings, scope["path_params"]
         body_read = asyncio.Event()
 
-        async def infer() -> tuple[InferRequest, Classified]:
-            started = time.perf_counter()
-            try:
-                version = None if named is None else zoo.version_named(name, named)
+        async def infer() -> tuple[bytes, int | None]:
+            async with served(state.zoo, state.metrics, params["model"]) as ticket:
+                ticket.admit(params.get("version"))  # before the body is read
                 body = await read_body(receive)
                 body_read.set()
                 request = read_request(scope, body, settings.max_files)
-            except ServiceError as exc:  # refused before the core: counted as it counts
-                record(zoo, metrics, name, UNKNOWN, exc.failure.kind.status, 0, started)
-                raise
-            if request.uploads is not None:
-                uploads = request.uploads
-
-                async def read() -> list[Upload]:
-                    return uploads
-
-                found = await answer(
-                    zoo, metrics, name, read, version=version, all_or_nothing=True
-                )
-                return request, found
-            assert request.digits is not None
-            return request, await answer_digits(
-                zoo, metrics, name, request.digits, version=version
-            )
+                found: Classified
+                if request.uploads is not None:
+                    found = await ticket.answer(request.uploads, all_or_nothing=True)
+                else:
+                    assert request.digits is not None
+                    found = await ticket.answer_digits(request.digits)
+                model = found.model
+                return encode(request, model.name, str(model.version), model.labels,
+                              found.probabilities)  # fmt: skip
 
         try:
             done = await unless_client_leaves(receive, body_read, infer)
-            if done is None:
-                return
-            request, found = done[0]
-            model, probabilities = found.model, found.probabilities
-            version = str(model.version)
-            body, head = encode(request, model.name, version, model.labels, probabilities)
         except ServiceError as exc:
             await problem_response(exc, settings.retry_after_s)(scope, receive, send)
             return
+        if done is None:
+            return
+        body, head = done[0]
         if head is None:
             await send_bytes(send, body, b"application/json")
         else:
@@ -140,24 +122,7 @@ BINARY_BODY: dict[str, Any] = {
         "Inference-Header-Content-Length: 0)",
     }
 }
-FAILURES = (
-    Failure.INVALID_INFERENCE_REQUEST,
-    Failure.UNKNOWN_MODEL,
-    Failure.UNKNOWN_VERSION,
-    Failure.REQUEST_TIMEOUT,
-    Failure.CONTENT_TOO_LARGE,
-    Failure.IMAGE_TOO_LARGE,
-    Failure.UNSUPPORTED_MEDIA_TYPE,
-    Failure.NO_FILES,
-    Failure.TOO_MANY_FILES,
-    Failure.INVALID_IMAGE,
-    Failure.INFERENCE_FAILED,
-    Failure.INTERNAL_ERROR,
-    Failure.MODEL_NOT_LOADED,
-    Failure.QUEUE_FULL,
-    Failure.SHUTTING_DOWN,
-    Failure.INFERENCE_TIMEOUT,
-)
+FAILURES = failures(Failure.INVALID_INFERENCE_REQUEST)
 DESCRIPTION = (
     "The Open Inference Protocol (KServe v2) with Triton's binary tensor data and "
     "classification extensions. One input per request: `image` (BYTES [N], image files, "

@@ -14,7 +14,7 @@ from app.frontend.v2.errors import v2_error_responses
 from app.frontend.v2.schemas import Live, ModelMetadata, ModelReady, Ready, ServerMetadata
 from app.frontend.v2.tensors import metadata
 from app.serving.catalog import Unavailable
-from app.serving.zoo import Zoo
+from app.serving.zoo import Zoo, not_loaded
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 # What the binary tensor data and classification extensions add is in tensors.py.
@@ -50,10 +50,9 @@ async def server_ready(zoo: ZooDep) -> JSONResponse:
 
 def _metadata(zoo: Zoo, model: str, version: str | None) -> ModelMetadata:
     found = zoo.lookup(model)
-    served = found.default if version is None else found.versions[zoo.version_named(model, version)]
+    served = zoo.version_of(model, version)
     if isinstance(served, Unavailable):  # its classes and labels are in the checkpoint
-        which = f"model {model!r}" if version is None else f"{model} version {version}"
-        raise Failure.MODEL_NOT_LOADED.error(f"{which} is not loaded: {served.reason}")
+        raise not_loaded(model, version, served)
     return ModelMetadata(
         name=model,
         versions=[str(v) for v in found.versions],
@@ -90,8 +89,7 @@ async def model_version_metadata(model: str, version: str, zoo: ZooDep) -> Model
 
 
 def _ready(zoo: Zoo, model: str, version: str | None) -> JSONResponse:
-    asked = None if version is None else zoo.version_named(model, version)
-    ready = zoo.takes_work(model, asked)
+    ready = zoo.takes_work(model, version)
     return JSONResponse({"name": model, "ready": ready}, status_code=200 if ready else 503)
 
 

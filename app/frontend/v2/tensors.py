@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from app.failures import Failure, ServiceError
-from app.serving.answer import Upload
+from app.serving.answer import Upload, top_k
 from models.framing import DIGIT_SHAPE
 
 IMAGE, DIGIT, PROBABILITIES = "image", "digit", "probabilities"
@@ -241,10 +241,9 @@ def _named(files: list[bytes]) -> list[Upload]:
 
 def _top(probabilities: np.ndarray, labels: tuple[str, ...], k: int) -> list[bytes]:
     """Each row's k most probable classes, best first, as ``value:index:label``."""
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     return [
         f"{row[j]!s}:{j}:{labels[j]}".encode()  # str(): float32 shortest digits
-        for row, top in zip(probabilities, order.tolist(), strict=True)
+        for row, top in zip(probabilities, top_k(probabilities, k), strict=True)
         for j in top
     ]
 

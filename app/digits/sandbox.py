@@ -1,15 +1,20 @@
-"""Decoding uploads in a sandbox: a child process per frontend worker, under limits it cannot
-talk its way past.
+"""Upload bytes -> digits, the one entry point (:class:`DigitReader`): small plain PNGs inline,
+everything else in a sandbox, a child process per frontend worker, under limits it cannot talk
+its way past.
 
-Everything but the trusted fast path (small plain PNGs, whose size libspng decodes exactly as
-the header declares) is decoded and preprocessed in a decoder process, which has
+Small plain PNGs (libspng decodes exactly the size their header declares, in tens of
+microseconds) are read on the event loop; every other upload is decoded and preprocessed in a
+decoder process, which has
 
 - a memory ceiling (RLIMIT_AS: what it held after start-up, plus DECODE_MEMORY_MB): a decode
   that needs more fails there with MemoryError and that image is refused (413);
 - a deadline per image (DECODE_TIMEOUT_S), and the request's own: when it passes, or the
   client hangs up, the process is killed (its work stops) and a fresh one takes its place;
 - one request at a time, so a worker never holds more than one decode's memory, and a
-  process that kept much of it after a big decode (allocators keep what they got) is replaced.
+  process that kept much of it after a big decode (allocators keep what they got) is replaced;
+- a replacement when it dies of something else (killed from outside: the OOM killer, an
+  operator): the images it held are tried once more in a fresh one before any is refused, so
+  a client is not blamed for what happened to the process.
 
 Cheap checks before decoding (app/digits/decode.py: declared pixels, TIFF tiles, JPEG scans)
 refuse known bombs in microseconds; these limits hold for whatever they did not foresee.
@@ -29,8 +34,10 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from app.config import Settings
 from app.digits.decode import ImageLimits
-from app.digits.pipeline import Rejection, to_digits
+from app.digits.pipeline import Rejection, plain_gray_png, to_digits
+from app.digits.sizes import INLINE_PIXELS
 from app.failures import BY_SLUG, Failure
 from models.framing import DIGIT_SHAPE
 
@@ -194,29 +201,49 @@ class DecoderPool:
         """Every upload -> N x 28 x 28 uint8 digits and the rejections, as to_digits does, in
         the decoder process. An upload that takes longer than DECODE_TIMEOUT_S is refused as too
         large (the process is killed, so its work stops: likewise when the caller is cancelled,
-        its deadline passed or its client gone), and so is one that kills the process."""
+        its deadline passed or its client gone), and so is one that kills the process twice."""
         try:
             return await self._run(datas, limits)
-        except (TimeoutError, EOFError, OSError) as exc:
+        except TimeoutError as exc:
             if len(datas) == 1:
                 return _refused(1, exc)
+        except (EOFError, OSError) as exc:  # the process died: a culprit, or killed from outside
+            if len(datas) == 1:
+                return await self._again(datas, limits, exc)
         # One of them is the culprit: each on its own, so the others are still answered.
         digits = np.zeros((len(datas), *DIGIT_SHAPE), np.uint8)
         rejections: list[Rejection] = []
         for i, data in enumerate(datas):
             try:
                 one, rejected = await self._run([data], limits)
-            except (TimeoutError, EOFError, OSError) as exc:
+            except TimeoutError as exc:
                 one, rejected = _refused(1, exc)
+            except (EOFError, OSError) as exc:
+                one, rejected = await self._again([data], limits, exc)
             digits[i] = one[0]
             rejections += [Rejection(i, r.detail, r.failure) for r in rejected]
         return digits, rejections
+
+    async def _again(
+        self, datas: list[bytes], limits: ImageLimits, exc: BaseException
+    ) -> tuple[np.ndarray, list[Rejection]]:
+        """One more try in a fresh decoder for an image whose decoder died under it: a process
+        killed from outside says nothing about the image; one that dies twice on it does."""
+        log.warning("the decoder process died while decoding (%r); trying once more", exc)
+        try:
+            return await self._run(datas, limits)
+        except (TimeoutError, EOFError, OSError) as again:
+            return _refused(1, again)
 
     async def _run(
         self, datas: list[bytes], limits: ImageLimits
     ) -> tuple[np.ndarray, list[Rejection]]:
         async with self._lock:
-            decoder = self._decoder or await self._fresh()
+            decoder = self._decoder
+            if decoder is None or not decoder.process.is_alive():  # killed while it waited
+                if decoder is not None:
+                    await asyncio.to_thread(decoder.kill)
+                decoder = await self._fresh()
             self._decoder = None  # until it answers, nobody else may use it
             try:
                 decoder.conn.send(Job(datas, limits))
@@ -239,3 +266,46 @@ class DecoderPool:
             if self._decoder is not None:
                 await asyncio.to_thread(self._decoder.kill)
                 self._decoder = None
+
+
+def _inline(datas: list[bytes]) -> bool:
+    """Whether every image is a small plain PNG: cheaper to decode than to hand to a process."""
+    pixels = 0
+    for data in datas:
+        size = plain_gray_png(data)
+        if size is None:
+            return False
+        pixels += size[0] * size[1]
+    return pixels <= INLINE_PIXELS
+
+
+class DigitReader:
+    """Upload bytes -> digits, the one entry point: small plain PNGs inline on the event loop,
+    everything else in the worker's decoder process, under the service's image limits."""
+
+    def __init__(self, limits: ImageLimits, decoders: DecoderPool) -> None:
+        self.limits, self.decoders = limits, decoders
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "DigitReader":
+        """The reader under the service's limits (MAX_IMAGE_PIXELS, DECODE_MEMORY_MB,
+        DECODE_TIMEOUT_S)."""
+        limits = ImageLimits(
+            max_pixels=settings.max_image_pixels,
+            max_decode_bytes=settings.decode_memory_mb << 20,
+        )
+        return cls(limits, DecoderPool(settings.decode_memory_mb, settings.decode_timeout_s))
+
+    async def start(self) -> None:
+        """Start the decoder process (before the first request needs it)."""
+        await self.decoders.start()
+
+    async def digits(self, datas: list[bytes]) -> tuple[np.ndarray, list[Rejection]]:
+        """N x 28 x 28 uint8 digits for ``datas`` and the rejections, by index."""
+        if _inline(datas):  # libspng decodes exactly what a plain PNG declares
+            return to_digits(datas, self.limits)
+        return await self.decoders.digits(datas, self.limits)
+
+    async def close(self) -> None:
+        """Stop the decoder process."""
+        await self.decoders.close()
