@@ -85,10 +85,19 @@ class Placement:
 
 
 def place(
-    strokes: Strokes, pen_share: float, cam: Camera, where: np.ndarray, share: float
+    strokes: Strokes,
+    pen_share: float,
+    cam: Camera,
+    where: np.ndarray,
+    share: float,
+    least: float = DIGIT_SHARE[0],
+    margin: float = 0.01,
 ) -> Placement:
     """Size and place the digit so its ink is ``share`` of the frame's height and its box sits at
-    ``where`` (0-1 along each axis of the room the frame leaves around it)."""
+    ``where`` (0-1 along each axis of the room the frame leaves around it). Ink too wide for the
+    frame is made smaller to fit across, but never under ``least`` of the frame's height (a wide
+    stroke set, a word or a number, passes 0 so that all of it stays in the frame), and kept
+    ``margin`` of the frame's width and height clear of its sides."""
     w, h = cam.size
     pts = pens.points(strokes).astype(np.float64)
     lo, hi = pts.min(0), pts.max(0)
@@ -96,7 +105,7 @@ def place(
     middle = (lo + hi) / 2
     scale = share * h / (tall * (1 + pen_share))
     anchor = cam.to_scene(np.array([w / 2, h / 2]))[0]  # the scene point under the digit's middle
-    margin = np.array([0.01 * w, 0.01 * h])
+    edge = np.array([margin * w, margin * h])
 
     def frame_box(scale: float, anchor: np.ndarray) -> np.ndarray:
         outline = _ink_outline(pts, scale, anchor - scale * middle, pen_share * scale * tall / 2)
@@ -107,12 +116,12 @@ def place(
         box = frame_box(scale, anchor)
         tall_now, wide_now = box[3] - box[1], box[2] - box[0]
         # A wide digit in a portrait frame is written (framed) smaller so that it fits across.
-        fit = min(share * h / tall_now, (w - 2 * margin[0]) / wide_now)
-        scale *= max(fit, DIGIT_SHARE[0] * h / tall_now)
+        fit = min(share * h / tall_now, (w - 2 * edge[0]) / wide_now)
+        scale *= max(fit, least * h / tall_now)
         box = frame_box(scale, anchor)
         extent = box[2:] - box[:2]
-        room = np.maximum(np.array([w, h]) - extent - 2 * margin, 0)
-        target = margin + extent / 2 + where * room
+        room = np.maximum(np.array([w, h]) - extent - 2 * edge, 0)
+        target = edge + extent / 2 + where * room
         anchor = anchor + cam.to_scene(target)[0] - cam.to_scene((box[:2] + box[2:]) / 2)[0]
     offset = anchor - scale * middle
     outline = _ink_outline(pts, scale, offset, pen_share * scale * tall / 2)

@@ -125,16 +125,26 @@ def _write(
     scene[y0:y1, x0:x1] *= 1 - amount * (1 - np.array(pen.colour, np.float32))
 
 
-def shoot(condition: str, strokes: Strokes, rng: np.random.Generator, exif: bool = True) -> Shot:
+def shoot(
+    condition: str,
+    strokes: Strokes,
+    rng: np.random.Generator,
+    exif: bool = True,
+    least: float = DIGIT_SHARE[0],
+    margin: float = 0.01,
+) -> Shot:
     """One phone photo of ``strokes`` in ``condition``. With ``exif`` False the pixels are stored
-    upright even where the photo would have had an orientation (the same draws otherwise)."""
+    upright even where the photo would have had an orientation (the same draws otherwise).
+    ``least``: the smallest share of the frame's height the ink may shrink to so that it fits
+    across (framing.place; 0 for wide ink, a number or a word, which must stay in the frame),
+    ``margin`` the share of the frame's width and height kept clear around the ink."""
     recipe = RECIPES[condition]
     cam = framing.camera(framing.frame_size(rng), rng)
     digit_mm = float(np.exp(rng.uniform(np.log(12), np.log(45))))  # the digit's height on paper
     pen_share, pen = _pen(recipe.pen, digit_mm, rng)
     sides = framing.desk_sides(rng) if recipe.table else ()
     where = framing.where(sides, rng)
-    spot = framing.place(strokes, pen_share, cam, where, rng.uniform(*DIGIT_SHARE))
+    spot = framing.place(strokes, pen_share, cam, where, rng.uniform(*DIGIT_SHARE), least, margin)
     pts = pens.points(strokes)
     tall = spot.scale * float(pts[:, 1].max() - pts[:, 1].min())  # the centre line's height
     mm = tall / digit_mm  # scene pixels per millimetre of paper
