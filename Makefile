@@ -15,25 +15,33 @@ PORT ?= 8000
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: serve test lint typecheck pytest clean
+.PHONY: serve test lint typecheck pytest lock clean
+
+# requirements.lock: every package of the suite's environment (pyproject's dependencies and the
+# dev extra, with theirs) at one version, for Python 3.11 on Linux x86_64; `make serve`, `make
+# test` and the Dockerfile all install with it as constraints. torch and torchvision stay out:
+# each base brings its own build (CUDA, CPU); the lock is resolved with LOCK_TORCH, the
+# Dockerfile's TORCH_VERSION / TORCHVISION_VERSION, so their dependencies agree with it.
+LOCK := requirements.lock
+LOCK_TORCH := torch==2.14.1 torchvision==0.29.1
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.serve-installed: pyproject.toml $(LOCK) | $(BIN)/python
 	@echo "make serve: installing the service into $(VENV), once."
 ifeq ($(TORCH),cpu)
 	@echo "  PyTorch's CPU-only build: about 1.5 GB, a few minutes on a fast link."
-	$(PIP_LOUD) "torch>=2.6" "torchvision>=0.21" --index-url $(TORCH_CPU_INDEX)
+	$(PIP_LOUD) $(LOCK_TORCH) --index-url $(TORCH_CPU_INDEX)
 else
 	@echo "  PyTorch from PyPI: about 6 GB with CUDA's libraries on Linux x86_64."
 	@echo "  No NVIDIA GPU here? Stop (Ctrl-C) and run: make serve TORCH=cpu (about 1.5 GB)."
 endif
-	$(PIP_LOUD) -e .
+	$(PIP_LOUD) -c $(LOCK) $(LOCK_TORCH) -e .
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[dev]'
+$(VENV)/.dev-installed: pyproject.toml $(LOCK) | $(BIN)/python
+	$(PIP) -c $(LOCK) $(LOCK_TORCH) -e '.[dev]'
 	touch $@ $(VENV)/.serve-installed
 
 ## serve: install and run the service on the committed checkpoints (port 8000)
@@ -58,6 +66,13 @@ $(CHROMIUM):
 
 pytest: $(VENV)/.dev-installed $(CHROMIUM)
 	MNIST_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/pytest
+
+## lock: re-resolve requirements.lock after editing pyproject.toml's dependencies (needs PyPI)
+lock: $(VENV)/.dev-installed
+	printf '%s\n' $(LOCK_TORCH) > $(VENV)/lock-torch.txt
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	  --no-emit-package torch --no-emit-package torchvision -c $(VENV)/lock-torch.txt \
+	  --custom-compile-command "make lock" --quiet -o $(LOCK)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

