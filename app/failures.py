@@ -87,6 +87,19 @@ class Failure(Enum):
         "an image is undecodable, in a format not allowed, or blank; a request answers 422 only "
         "when none of its images could be used",
         "notes.png: not a recognised image (allowed formats: BMP, GIF, JPEG, PNG, TIFF, WEBP)")
+    NOT_A_DIGIT = Kind(
+        "not-a-digit", 422, "Not a digit",
+        "an image whose ink is not a digit (a letter, a symbol, a word, a shape, a scribble), as "
+        "the model's outlier classes judge it at its operating point; the problem carries the "
+        "best guess among the digits (`label`, `confidence`) and `score`, how sure the service "
+        "is that the image is not one digit",
+        "hello.png: not a digit (score 0.98); the best guess among digits is 2 at 0.61")
+    SEVERAL_DIGITS = Kind(
+        "several-digits", 422, "Several digits",
+        "an image that holds several digits side by side (a number): /predict reads one digit "
+        "per image; like not-a-digit, it carries the best guess and the score",
+        "meter.jpg: several digits side by side (score 0.99): one digit per image here; send "
+        "each digit as its own image; the best guess among digits is 8 at 0.74")
     HEADERS_TOO_LARGE = Kind(
         "headers-too-large", 431, "Request header fields too large",
         "the request line and headers together are over MAX_HEADER_BYTES (the connection is "

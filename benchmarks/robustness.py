@@ -36,13 +36,13 @@ import torch
 
 from app.digits.decode import ImageLimits
 from app.digits.pipeline import to_digits
+from app.serving.verdict import DIGITS, judge
 from benchmarks import fonts as font_suite
 from benchmarks import mnist_c, styles
 from benchmarks import photos as photo_suite
-from benchmarks.harness import provenance
+from benchmarks.harness import provenance, served_path
 from models.checkpoint import load_checkpoint
 from models.data import load_mnist
-from models.weights import checkpoint_path
 
 MODELS = ("mnist_cnn", "lenet")
 CHUNK = 64  # uploads per to_digits call: a request's worth, as the service sees them
@@ -145,15 +145,22 @@ def build_suites(
 
 @torch.inference_mode()
 def accuracy(model_path: Path, suites: dict[str, Suite]) -> dict[str, dict[str, float]]:
-    """Each suite's accuracy (refused images count as wrong), refusals, and image count."""
+    """Each suite's accuracy (refused images count as wrong, those the model refuses as not
+    one digit too, as the service does), refusals, and image count."""
     ckpt = load_checkpoint(model_path)
-    model, transform = ckpt.model.eval(), ckpt.transform
+    model, transform, meta = ckpt.model.eval(), ckpt.transform, ckpt.meta
+    refuse_at = meta.rejection.get("threshold") if len(meta.labels) > DIGITS else None
     results = {}
     for name, (digits, refused, labels) in suites.items():
         x = torch.from_numpy(digits)[:, None]
-        predicted = torch.cat(
-            [model(transform(x[i : i + 1000])).argmax(1) for i in range(0, len(x), 1000)]
-        ).numpy()
+        probs = torch.cat(
+            [torch.softmax(model(transform(x[i : i + 1000])) / meta.temperature, 1)
+             for i in range(0, len(x), 1000)]
+        ).numpy()  # fmt: skip
+        digit_probs, refusals = judge(meta.labels, refuse_at, probs)
+        predicted = digit_probs.argmax(1)
+        refused = refused.copy()
+        refused[[r.index for r in refusals]] = True
         correct = (predicted == labels) & ~refused
         results[name] = {
             "accuracy": float(correct.mean()),
@@ -214,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="root holding MNIST/raw/")
-    p.add_argument("--weights", type=Path, default=None, help="folder of <model>.safetensors")
+    p.add_argument(
+        "--weights", type=Path, default=None, help="weights folder: each model's served version"
+    )
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--limit", type=int, help="MNIST test digits per suite (default: all 10,000)")
     p.add_argument("--font-renderings", type=int, default=10, help="per font and digit")
@@ -243,11 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": {},
     }
     for model in args.models.split(","):
-        path = (
-            checkpoint_path(model)
-            if args.weights is None
-            else args.weights / f"{model}.safetensors"
-        )
+        path = served_path(model) if args.weights is None else served_path(model, args.weights)
         results = accuracy(path, suites)
         report["models"][model] = results  # type: ignore[index]
     print("\n" + table(report["models"], baseline), flush=True)  # type: ignore[arg-type]

@@ -33,7 +33,8 @@ from benchmarks.gpu_readings import context_pids, memory_used_mib
 from benchmarks.harness import free_port, service_command, start_server
 from benchmarks.needs import missing
 from benchmarks.wrk import digit_pngs, find_wrk, run_wrk, write_payloads
-from models.checkpoint import DIGIT_LABELS, CheckpointMeta, save_checkpoint
+from models.checkpoint import CheckpointMeta, save_checkpoint
+from models.framing import DIGIT_LABELS
 from models.registry import get_input_spec, get_model
 from models.runtime import bind_thread, inference_dtype
 from models.transforms import MNIST_MEAN, MNIST_STD

@@ -36,6 +36,7 @@ from benchmarks.harness import ROOT, provenance
 from benchmarks.wrk import CONTENT_TYPE, digit_pngs, multipart
 from models.checkpoint import load_checkpoint
 from models.data import load_mnist
+from models.framing import DIGIT_LABELS
 from models.weights import checkpoint_path
 
 
@@ -120,7 +121,7 @@ def main() -> None:
                 )
     blank = dict.fromkeys(CheckpointInfo.model_fields, "")
     card = Loaded(
-        "lenet", 0, (1, 28, 28), 1, "cpu", "float32", tuple("0123456789"), 0.0, 0.0, 64,
+        "lenet", 0, (1, 28, 28), 1, "cpu", "float32", tuple(DIGIT_LABELS), 0.0, 0.0, 64,
         CheckpointInfo(**blank),
     )  # fmt: skip
     uploads = parse_multipart(many, CONTENT_TYPE, 256)

@@ -41,6 +41,9 @@ class AugmentRecipe:
     blur_sigma: tuple[float, float] = (0.5, 1.2)
     lowres_p: float = 0.15
     lowres_side: tuple[int, int] = (10, 16)  # scanned this small, then enlarged back
+    # A bitmap this small with 17 grey levels, enlarged without smoothing: an 8x8 form scan.
+    blocky_p: float = 0.1
+    blocky_side: tuple[int, int] = (6, 10)
     contrast_p: float = 0.3
     contrast: tuple[float, float] = (0.5, 1.0)  # ink level over the paper
     gamma: tuple[float, float] = (0.6, 1.6)
@@ -52,6 +55,7 @@ NO_AUGMENT = AugmentRecipe(
     stroke_p=0.0,
     blur_p=0.0,
     lowres_p=0.0,
+    blocky_p=0.0,
     contrast_p=0.0,
     clutter_p=0.0,
     grain_p=0.0,
@@ -209,6 +213,20 @@ def low_resolution(x: Tensor, draw: _Draw, p: float, side: tuple[int, int]) -> T
     return x
 
 
+def blocky(x: Tensor, draw: _Draw, p: float, side: tuple[int, int]) -> Tensor:
+    """Down to a tiny bitmap of 17 grey levels (area average), then back up without smoothing:
+    blocky strokes, as a low-resolution form scan enlarged by nearest neighbour."""
+    run = draw.run(p)
+    if run.stop == run.start:
+        return x
+    h, w = x.shape[-2:]
+    small = int(torch.randint(side[0], side[1] + 1, (1,), generator=draw.host))
+    y = F.interpolate(x[run], size=(small, small), mode="area")
+    y = torch.round(y.clamp(0, 1) * 16) / 16
+    x[run] = F.interpolate(y, size=(h, w), mode="nearest")
+    return x
+
+
 def contrast_gamma(x: Tensor, draw: _Draw, r: AugmentRecipe) -> Tensor:
     """Ink profile through a gamma curve, then fainter ink: pencil, felt tip, faded scans."""
     run = draw.run(r.contrast_p)
@@ -302,6 +320,7 @@ def augment(
     x = clutter(x, draw, recipe.clutter_p)
     x = blur(x, draw, recipe.blur_p, recipe.blur_sigma)
     x = low_resolution(x, draw, recipe.lowres_p, recipe.lowres_side)
+    x = blocky(x, draw, recipe.blocky_p, recipe.blocky_side)
     x = reframe(x, draw, recipe)
     # The service stretches a blurred digit's faint peak back to full ink; so do we.
     x = grain(restretch(x), draw, recipe.grain_p, recipe.grain)

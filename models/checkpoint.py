@@ -19,7 +19,6 @@ from models.transforms import ModelInputTransform
 # 2: one sha256 per metadata field as well as the tensors ("digests"); 1 covered the tensors only.
 FORMAT_VERSION = "2"
 DIGESTS = "digests"
-DIGIT_LABELS = [str(d) for d in range(10)]
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or does not match what it claims to be."""
 
@@ -41,6 +40,11 @@ class CheckpointMeta:
     dataset_fingerprint: str
     torch_version: str = torch.__version__
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    # Calibration: probabilities are softmax(logits / temperature), fitted on held-out data.
+    temperature: float = 1.0
+    # How a model with outlier classes (labels past the ten digits) refuses: {"method": ...,
+    # "threshold": t, ...}; an image is refused when its outlier classes hold t or more.
+    rejection: dict[str, Any] = field(default_factory=dict)
 
     def to_strings(self) -> dict[str, str]:
         """safetensors metadata is str -> str: non-strings travel as JSON."""
@@ -61,7 +65,9 @@ class CheckpointMeta:
                 f"unsupported checkpoint format_version {raw.get('format_version')!r}; "
                 f"expected {FORMAT_VERSION!r}"
             )
-        names = [f for f in cls.__dataclass_fields__ if f != "input_spec"] + ["input_spec"]
+        optional = ("temperature", "rejection")  # absent from checkpoints made before them
+        names = [f for f in cls.__dataclass_fields__ if f not in ("input_spec", *optional)]
+        names += ["input_spec"]
         missing = [n for n in names if n not in raw]
         if missing:
             raise CheckpointError(f"checkpoint metadata lacks {', '.join(missing)}")
@@ -81,6 +87,8 @@ class CheckpointMeta:
                 dataset_fingerprint=raw["dataset_fingerprint"],
                 torch_version=raw["torch_version"],
                 created_at=raw["created_at"],
+                temperature=float(json.loads(raw.get("temperature", "1.0"))),
+                rejection=dict(json.loads(raw.get("rejection", "{}"))),
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"checkpoint metadata is malformed: {exc}") from exc
@@ -88,6 +96,8 @@ class CheckpointMeta:
             raise CheckpointError(f"test_accuracy {meta.test_accuracy} is not a fraction")
         if meta.std <= 0:
             raise CheckpointError(f"normalisation std {meta.std} must be positive")
+        if not meta.temperature > 0:
+            raise CheckpointError(f"temperature {meta.temperature} must be positive")
         return meta
 
 

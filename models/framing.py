@@ -4,6 +4,7 @@ MNIST digits are white ink on black in a FRAME x FRAME image, size-normalised so
 is BOX pixels on its longer side (anti-aliased) and centred by centre of mass.
 """
 
+DIGIT_LABELS = [str(d) for d in range(10)]  # a digit model's classes, in output order
 FRAME = 28  # the digit image is FRAME x FRAME
 DIGIT_SHAPE = (FRAME, FRAME)
 BOX = 20  # the digit's box is scaled to this many pixels on its longer side

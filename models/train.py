@@ -19,10 +19,12 @@ import torch.distributed as dist
 from torch import nn
 
 from models.augment import NO_AUGMENT, AugmentRecipe
-from models.checkpoint import DIGIT_LABELS, CheckpointMeta, save_checkpoint
+from models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from models.data import MnistNotFoundError, MnistSplit, fingerprint, load_mnist
 from models.epoch import train_one_epoch
 from models.evaluate import EvalResult, evaluate
+from models.framing import DIGIT_LABELS
+from models.negatives import OUTLIER_LABELS, outliers
 from models.plots import plot_history
 from models.registry import get_input_spec, get_model, list_models
 from models.runtime import Runtime, exact_float32, setup_runtime
@@ -79,6 +81,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--limit-train", type=int, help="train on the first N images only")
     p.add_argument("--limit-test", type=int, help="evaluate on the first N images only")
+    p.add_argument(
+        "--outliers",
+        type=int,
+        default=0,
+        help="add N generated images that are not one digit as two more classes, not-a-digit "
+        "and several-digits (models/negatives.py): outlier exposure",
+    )
+    p.add_argument("--hold-out", type=int, default=0,
+                   help="leave the last N training images out (for calibration)")
+    p.add_argument("--init-from", type=Path,
+                   help="start from this checkpoint's weights (its digit outputs kept)")
     p.add_argument("--out", type=Path, help="checkpoint path (default weights/<model>.safetensors)")
     p.add_argument("--dry-run", action="store_true", help="two batches, one epoch, write nothing")
     return p.parse_args(argv)
@@ -103,6 +116,9 @@ class Config:
     compile: bool
     limit_train: int | None
     limit_test: int | None
+    outliers: int
+    hold_out: int
+    init_from: Path | None
     out: Path
     dry_run: bool
     argv: tuple[str, ...]
@@ -128,6 +144,9 @@ def configure(argv: list[str]) -> Config:
         compile=args.compile,
         limit_train=args.limit_train,
         limit_test=args.limit_test,
+        outliers=args.outliers,
+        hold_out=args.hold_out,
+        init_from=args.init_from,
         out=args.out or checkpoint_path(args.model),
         dry_run=args.dry_run,
         argv=tuple(argv),
@@ -140,11 +159,34 @@ def load_data(config: Config, rt: Runtime) -> tuple[MnistSplit, MnistSplit, str]
     train = load_mnist(config.data_dir, train=True, download=config.download)
     test = load_mnist(config.data_dir, train=False, download=config.download)
     data_id = fingerprint(train, test)
-    return (
-        train.head(config.limit_train).to(rt.device),
-        test.head(config.limit_test).to(rt.device),
-        data_id,
-    )
+    train = train.head(len(train) - config.hold_out).head(config.limit_train)
+    if config.outliers:
+        made, classes = outliers(config.outliers, train.images[:, 0].numpy(), config.seed)
+        train = MnistSplit(
+            torch.cat([train.images, torch.from_numpy(made)[:, None]]),
+            torch.cat([train.labels, torch.from_numpy(classes)]),
+        )
+    return train.to(rt.device), test.head(config.limit_test).to(rt.device), data_id
+
+
+def labels(config: Config) -> list[str]:
+    """The model's classes: the ten digits, and the outlier classes when it learns them."""
+    return DIGIT_LABELS + (list(OUTLIER_LABELS) if config.outliers else [])
+
+
+def _start_from(model: nn.Module, path: Path) -> None:
+    """Copy a checkpoint's weights in; its head's rows fill the digit outputs, and outputs it
+    lacks start at zero."""
+    own = model.state_dict()
+    for name, tensor in load_checkpoint(path).model.state_dict().items():
+        target = own[name]
+        if target.shape == tensor.shape:
+            target.copy_(tensor)
+        elif target.dim() >= 1 and target.shape[1:] == tensor.shape[1:]:  # the head
+            target.zero_()
+            target[: tensor.shape[0]].copy_(tensor)
+        else:
+            raise ValueError(f"{path}: {name} is {tuple(tensor.shape)}, not {tuple(target.shape)}")
 
 
 @dataclass
@@ -161,7 +203,10 @@ class Trainee:
 def set_up(config: Config, rt: Runtime, train_images: int) -> Trainee:
     """The model on its device, and AdamW on a one-cycle schedule over the whole run."""
     torch.manual_seed(config.seed)
-    model = get_model(config.model).to(rt.device)
+    model = get_model(config.model, num_classes=len(labels(config)))
+    if config.init_from is not None:
+        _start_from(model, config.init_from)
+    model = model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net: nn.Module = model
@@ -221,6 +266,7 @@ def fit(
             trainee.transform,
             autocast_dtype=rt.amp,
             channels_last=rt.channels_last,
+            num_classes=len(labels(config)),
         )
         history.append(
             {
@@ -259,15 +305,15 @@ def save(
     """The checkpoint with its metadata (accuracy in float32, as the evaluation CLI measures
     it), and the accuracy plot beside it."""
     with exact_float32():
-        final = evaluate(trainee.model, test, trainee.transform)
+        final = evaluate(trainee.model, test, trainee.transform, num_classes=len(labels(config)))
     launcher = f"torchrun --nproc-per-node={rt.world}" if rt.world > 1 else "python"
     meta = CheckpointMeta(
         architecture=config.model,
-        arch_kwargs={},
+        arch_kwargs={"num_classes": len(labels(config))} if config.outliers else {},
         input_spec=trainee.transform.spec,
         mean=trainee.transform.mean,
         std=trainee.transform.std,
-        labels=DIGIT_LABELS,
+        labels=labels(config),
         test_accuracy=final.accuracy,
         test_loss=final.loss,
         train_command=f"{launcher} -m models.train {shlex.join(config.argv)}",

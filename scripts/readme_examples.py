@@ -38,16 +38,44 @@ def _png(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _number(test_images: np.ndarray, test_labels: np.ndarray, text: str) -> bytes:
+    """``text`` written with MNIST test digits side by side, dark ink on white."""
+    parts = [255 - test_images[int(np.flatnonzero(test_labels == int(c))[k])]
+             for k, c in enumerate(text)]  # fmt: skip
+    row = np.full((40, 8 + 26 * len(parts)), 255, np.uint8)
+    for i, part in enumerate(parts):
+        row[6:34, 4 + 26 * i : 32 + 26 * i] = np.minimum(row[6:34, 4 + 26 * i : 32 + 26 * i], part)
+    return _png(np.asarray(Image.fromarray(row).resize((row.shape[1] * 3, 120))))
+
+
+def _word(text: str) -> bytes:
+    """``text`` typed in DejaVu Sans (Pillow's own font without it), dark on white."""
+    from PIL import ImageDraw, ImageFont
+
+    try:
+        font: ImageFont.FreeTypeFont | ImageFont.ImageFont = ImageFont.truetype(
+            "DejaVuSans.ttf", 64
+        )
+    except OSError:
+        font = ImageFont.load_default(64)
+    img = Image.new("L", (260, 110), 255)
+    ImageDraw.Draw(img).text((14, 14), text, fill=20, font=font)
+    return _png(np.asarray(img))
+
+
 def example_files(data_dir: Path) -> dict[str, bytes]:
-    """The files the examples upload: two MNIST test digits, a scan, a text file."""
+    """The files the examples upload: two MNIST test digits, a scan, a text file, a typed word
+    and a number written with MNIST digits."""
     test = load_mnist(data_dir, train=False, download=False)
-    seven, two = test.images[0, 0].numpy(), test.images[1, 0].numpy()
+    images, labels = test.images[:, 0].numpy(), test.labels.numpy()
+    seven, two = images[0], images[1]
     page = np.full((480, 640), 255, np.uint8)
     big = np.asarray(Image.fromarray(255 - two).resize((168, 168), Image.Resampling.BICUBIC))
     page[60:228, 380:548] = np.minimum(page[60:228, 380:548], big)
     buf = io.BytesIO()
     Image.fromarray(page).save(buf, "JPEG", quality=90)
-    return {"seven.png": _png(seven), "two-scan.jpg": buf.getvalue(), "notes.png": b"hello\n"}
+    return {"seven.png": _png(seven), "two-scan.jpg": buf.getvalue(), "notes.png": b"hello\n",
+            "hello.png": _word("hello"), "9984.png": _number(images, labels, "9984")}  # fmt: skip
 
 
 def _short(value: Any) -> Any:
@@ -89,6 +117,15 @@ def _predict_partial(c: httpx.Client, f: dict[str, bytes]) -> str:
     return (
         "$ curl -s -F files=@seven.png -F files=@notes.png 'localhost:8000/predict/lenet?top_k=1'"
         "   # notes.png: a text file\n" + _json(r)
+    )
+
+
+def _not_a_digit(c: httpx.Client, f: dict[str, bytes]) -> str:
+    files = [("files", (name, f[name])) for name in ("seven.png", "hello.png", "9984.png")]
+    r = c.post("/predict/mnist_cnn?top_k=1", files=files)
+    return (
+        "$ curl -s -F files=@seven.png -F files=@hello.png -F files=@9984.png "
+        "'localhost:8000/predict/mnist_cnn?top_k=1'\n" + _json(r)
     )
 
 
@@ -139,6 +176,7 @@ def _metrics(c: httpx.Client, f: dict[str, bytes]) -> str:
 EXAMPLES: dict[str, Example] = {
     "predict": _predict_two,
     "predict-partial": _predict_partial,
+    "not-a-digit": _not_a_digit,
     "predict-raw": _predict_raw,
     "model": _model,
     "health": _health,

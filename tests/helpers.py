@@ -14,7 +14,8 @@ from PIL import Image
 from app.config import Settings
 from app.engine.owner_process import OwnerProcess
 from app.main import create_app
-from models.checkpoint import DIGIT_LABELS, CheckpointMeta, LoadedCheckpoint
+from models.checkpoint import CheckpointMeta, LoadedCheckpoint
+from models.framing import DIGIT_LABELS
 from models.registry import get_input_spec, get_model
 from models.transforms import MNIST_MEAN, MNIST_STD
 

@@ -28,7 +28,9 @@ def settled(page: Page) -> str | None:
         " === document.querySelector('#canvas').dataset.version",
     )
     first = page.locator("#results .card").first
-    return first.get_attribute("data-label") if first.count() else None
+    if not first.count() or first.get_attribute("data-refused"):  # not one digit: no answer
+        return None
+    return first.get_attribute("data-label")
 
 
 def draw(page: Page, digit: np.ndarray) -> None:

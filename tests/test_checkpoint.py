@@ -10,7 +10,6 @@ from safetensors.torch import save_file
 
 from models.checkpoint import (
     DIGESTS,
-    DIGIT_LABELS,
     CheckpointError,
     CheckpointMeta,
     load_checkpoint,
@@ -19,6 +18,7 @@ from models.checkpoint import (
     tensors_digest,
     upgrade,
 )
+from models.framing import DIGIT_LABELS
 from models.registry import InputSpec, get_input_spec, get_model
 
 
@@ -130,7 +130,20 @@ EDITS = {  # metadata field -> an edit someone might make (or a disk might)
     "dataset_fingerprint": "cd",
     "torch_version": "9.9.9",
     "created_at": "2020-01-01T00:00:00+00:00",
+    "temperature": "0.5",  # calibration: edited, every confidence changes
+    "rejection": '{"threshold": 0.01}',  # the operating point: edited, digits are refused
 }
+
+
+def test_a_checkpoint_from_before_calibration_loads_with_none() -> None:
+    raw = _meta().to_strings()
+    for key in ("temperature", "rejection"):
+        raw.pop(key)
+    meta = CheckpointMeta.from_strings(raw)
+    assert meta.temperature == 1.0 and meta.rejection == {}
+    raw["temperature"] = "0"
+    with pytest.raises(CheckpointError, match=r"temperature 0\.0 must be positive"):
+        CheckpointMeta.from_strings(raw)
 
 
 def test_every_metadata_field_is_covered_by_a_digest() -> None:

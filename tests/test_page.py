@@ -141,3 +141,35 @@ def test_the_page_works_by_keyboard(browser: Browser, server: Server, tmp_path: 
     assert {"compare", "canvas", "undo", "clear", "live", "drop"} <= set(reached)
     watched.expect_clean()
     page.close()
+
+
+def _star() -> np.ndarray:
+    """A five-pointed star drawn in one stroke on 28x28: no digit."""
+    from PIL import ImageDraw
+
+    img = Image.new("L", (28, 28), 0)
+    angles = -np.pi / 2 + np.arange(6) * 4 * np.pi / 5
+    points = [(14 + 10 * np.cos(a), 14 + 10 * np.sin(a)) for a in angles]
+    ImageDraw.Draw(img).line(points, fill=255, width=2)
+    return np.asarray(img)
+
+
+def test_a_drawing_that_is_not_a_digit_is_shown_as_one(browser: Browser, server: Server) -> None:
+    watched = open_page(browser, server)
+    page = watched.page
+    draw(page, _star())
+    assert settled(page) is None  # no digit answered
+    card = page.locator("#results .card").first
+    assert card.get_attribute("data-refused") in ("not-a-digit", "several-digits")
+    text = card.inner_text()
+    assert "not a digit" in text or "several digits" in text
+    guess = card.locator(".guess")
+    assert guess.inner_text() in "0123456789" and f"best guess {guess.inner_text()}" in text
+    grey = page.evaluate("getComputedStyle(document.querySelector('.card .guess')).color")
+    assert grey == "rgb(174, 174, 178)", grey  # the guess, greyed
+    page.screenshot(path=str(ARTIFACTS / "page-not-a-digit.png"))
+    # The one request the page made was answered 422 (its own answer, not an error shown).
+    assert all("/predict/" in url for url in watched.failed)
+    assert all("422" in e for e in watched.errors), watched.errors
+    assert page.locator("#error").inner_text().strip() == ""
+    page.close()

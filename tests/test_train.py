@@ -178,3 +178,46 @@ def test_asking_for_absent_cuda_is_an_error() -> None:
     assert resolve_device("auto").type == "cpu"
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         resolve_device("cuda:1")
+
+
+def test_outlier_classes_train_from_a_digit_checkpoint(
+    trained: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "lenet-2.safetensors"
+    args = ("--epochs", "1", "--batch-size", "64", "--outliers", "200", "--hold-out", "100",
+            "--init-from", str(trained))  # fmt: skip
+    assert _train(data_dir, out, *args) == 0
+    first, second = load_checkpoint(trained), load_checkpoint(out)
+    assert second.meta.labels[10:] == ["not-a-digit", "several-digits"]
+    assert second.meta.arch_kwargs == {"num_classes": 12}
+    assert "--outliers 200" in second.meta.train_command
+    head = [k for k, v in first.model.state_dict().items() if v.shape[0] == 10][-1]
+    assert second.model.state_dict()[head].shape[0] == 12
+
+
+def test_the_head_starts_from_the_digit_checkpoint(trained: Path, tmp_path: Path) -> None:
+    from models.registry import get_model
+
+    model = get_model("lenet", num_classes=12)
+    train_cli._start_from(model, trained)
+    first, weights = load_checkpoint(trained).model.state_dict(), model.state_dict()
+    for name, tensor in first.items():
+        if weights[name].shape == tensor.shape:
+            assert torch.equal(weights[name], tensor), name
+        else:  # the head: the digits' rows copied, the two new ones at zero
+            assert torch.equal(weights[name][:10], tensor) and not weights[name][10:].any()
+
+
+def test_outliers_are_framed_as_digits_and_never_look_like_one() -> None:
+    import numpy as np
+
+    from models.negatives import LETTERS, LOOK_LIKE_DIGITS, outliers
+
+    digits = np.zeros((4, 28, 28), np.uint8)
+    digits[:, 6:22, 12:16] = 255
+    images, classes = outliers(50, digits, seed=3)
+    assert images.shape == (50, 28, 28) and set(classes.tolist()) == {10, 11}
+    again, _ = outliers(50, digits, seed=3)
+    assert np.array_equal(images, again)  # deterministic for a seed
+    assert (images.reshape(50, -1).max(1) == 255).all()  # every one drawn, at full ink
+    assert not set(LETTERS) & LOOK_LIKE_DIGITS

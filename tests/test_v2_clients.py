@@ -12,6 +12,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from benchmarks import outliers
 from models.data import MnistSplit
 from tests.conftest import SERVICE_KEY
 from tests.helpers import png
@@ -54,7 +55,7 @@ def client(keyed_service: Server) -> triton.InferenceServerClient:
 
 def test_tritonclient_health_and_metadata(client: triton.InferenceServerClient) -> None:
     assert client.is_server_live() and client.is_server_ready()  # probes need no key
-    assert client.is_model_ready("lenet") and not client.is_model_ready("lenet", "2")
+    assert client.is_model_ready("lenet") and not client.is_model_ready("lenet", "9")
     server = client.get_server_metadata(headers=auth())
     assert server["name"] == "mnist-zoo"
     assert {"binary_tensor_data", "classification"} <= set(server["extensions"])
@@ -182,3 +183,20 @@ def test_the_kserve_sdk(
     assert status == 404 and "no model named 'resnet'" in message, json.dumps(out["resnet-True"])
     status, message = out["lenet-False"]
     assert status == 401 and "needs an API key" in message
+
+
+def test_tritonclient_sees_an_image_that_is_not_a_digit_as_the_requests_error(
+    client: triton.InferenceServerClient, keyed_service: Server
+) -> None:
+    drawn, _ = outliers.suite("nondigits/canvas", 40, 3)
+    files = [("files", (f"{i}.png", f, "image/png")) for i, f in enumerate(drawn)]
+    r = httpx.post(f"{keyed_service.url}/predict/lenet", files=files, headers=auth(), timeout=60)
+    slots = r.json()["predictions"] if r.status_code == 200 else r.json()["problems"]
+    one = drawn[next(i for i, s in enumerate(slots) if s.get("type") == "/problems/not-a-digit")]
+    image = triton.InferInput("image", [1], "BYTES")
+    image.set_data_from_numpy(np.array([one], dtype=np.object_), binary_data=True)
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("mnist_cnn", [image], headers=auth())
+    assert "image[0]: not a digit" in str(refused.value) and "best guess" in str(refused.value)
+    old = client.infer("mnist_cnn", [image], model_version="1", headers=auth())  # refuses nothing
+    assert old.as_numpy("probabilities").shape == (1, 10)

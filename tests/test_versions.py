@@ -24,6 +24,7 @@ from app.serving.catalog import (
     model_to_json,
 )
 from app.serving.zoo import Zoo
+from models.framing import DIGIT_LABELS
 from models.weights import VersionFile, scan
 from tests.helpers import WEIGHTS, settings
 
@@ -84,7 +85,7 @@ def test_a_folder_that_cannot_be_listed_is_an_error_not_an_empty_scan(tmp_path: 
 
 def _loaded(version: int) -> Loaded:
     blank = CheckpointInfo(**dict.fromkeys(CheckpointInfo.model_fields, ""))
-    return Loaded("lenet", 1, (1, 28, 28), version, "cpu", "float32", tuple("0123456789"),
+    return Loaded("lenet", 1, (1, 28, 28), version, "cpu", "float32", tuple(DIGIT_LABELS),
                   0.99, 0.02, 64, blank)  # fmt: skip
 
 

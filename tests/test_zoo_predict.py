@@ -148,3 +148,24 @@ def test_batches_over_the_services_limits_are_split(folder: Path) -> None:
     assert [r.path for r in rows] == paths
     assert [r.label for r in rows[:10]] == [Path(p).stem[-1] for p in paths[:10]]
     assert rows[10].label == "" and "4096-byte limit" in rows[10].error
+
+
+def test_a_file_that_is_not_a_digit_gets_the_guess_and_why_not(
+    mnist_test: MnistSplit, tmp_path: Path, keyed_service: Server
+) -> None:
+    from benchmarks import outliers
+
+    drawn, _ = outliers.suite("nondigits/canvas", 12, 3)
+    for i, data in enumerate(drawn):
+        (tmp_path / f"drawn{i:02d}.png").write_bytes(data)
+    (tmp_path / "seven.png").write_bytes(png(mnist_test.images[0, 0].numpy()))
+    status, local, err = zoo_predict(str(tmp_path), "--model", "mnist_cnn")
+    assert status == 1, err
+    refused = [r for r in local if r["error"].startswith("not-a-digit: not a digit (score")]
+    assert len(refused) >= 6, local
+    assert all(r["label"] in "0123456789" and 0 < float(r["confidence"]) <= 1 for r in refused)
+    assert next(r for r in local if r["path"].endswith("seven.png"))["label"] == "7"
+    _, remote, err = zoo_predict(
+        str(tmp_path), "--model", "mnist_cnn", "--url", keyed_service.url, ZOO_API_KEY=SERVICE_KEY
+    )
+    assert remote == local, err

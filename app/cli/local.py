@@ -22,6 +22,7 @@ import numpy as np
 from app.cli.rows import Row, Stopped, read_file
 from app.digits.decode import ImageLimits
 from app.digits.sandbox import guarded_digits
+from app.serving.verdict import DIGITS, judge
 
 # The service's image limits, at their defaults.
 LIMITS = ImageLimits()
@@ -43,6 +44,7 @@ class Model:
 
     predictor: Any
     labels: list[str]
+    refuse_at: float | None  # the checkpoint's operating point (app/serving/verdict.py)
 
 
 _model: list[Model] = []  # the loaded model: this process's, or inherited by a fork
@@ -79,17 +81,22 @@ def load(job: Job) -> Model:
 
     from app.engine.predictor import Predictor
     from models.checkpoint import CheckpointError, load_checkpoint
-    from models.weights import checkpoint_path
+    from models.weights import checkpoint_path, scan
 
     torch.set_num_threads(1)
+    try:  # the version the service serves by default: the highest (MODEL_VERSIONS aside)
+        versions = scan(job.weights_dir, [job.model]).versions
+    except OSError:  # no such folder: the checkpoint's error below says where it looked
+        versions = {}
+    found = {v: f.path for (_, v), f in versions.items()}
+    path = found[max(found)] if found else checkpoint_path(job.model, job.weights_dir)
     try:
-        ckpt = load_checkpoint(
-            checkpoint_path(job.model, job.weights_dir), expect_architecture=job.model
-        )
+        ckpt = load_checkpoint(path, expect_architecture=job.model)
     except CheckpointError as exc:
         raise Stopped(f"{job.model} cannot be loaded: {exc}") from None
     predictor = Predictor(ckpt, torch.device("cpu"), torch.float32, job.batch_size)
-    return Model(predictor, ckpt.meta.labels)
+    refuse_at = ckpt.meta.rejection.get("threshold") if len(ckpt.meta.labels) > DIGITS else None
+    return Model(predictor, ckpt.meta.labels, refuse_at)
 
 
 def classify(model: Model, paths: list[str], decoded: Decoded) -> list[Row]:
@@ -99,14 +106,19 @@ def classify(model: Model, paths: list[str], decoded: Decoded) -> list[Row]:
     digits, errors = decoded
     rows: list[Row] = []
     if len(digits):
-        probs = model.predictor(torch.from_numpy(digits).unsqueeze(1)).numpy()
+        raw = model.predictor(torch.from_numpy(digits).unsqueeze(1)).numpy()
+        probs, refusals = judge(model.labels, model.refuse_at, raw)
+        refused = {r.index: r for r in refusals}
         best = probs.argmax(1).tolist()
-        found = iter(zip(best, probs[np.arange(len(best)), best].tolist(), strict=True))
+        found = iter(enumerate(zip(best, probs[np.arange(len(best)), best].tolist(), strict=True)))
     for i, path in enumerate(paths):
         if i in errors:
             rows.append(Row(path, error=errors[i]))
+            continue
+        row, (k, confidence) = next(found)
+        if (no := refused.get(row)) is not None:  # not one digit: the guess, and why not
+            rows.append(Row(path, no.label, no.confidence, f"{no.failure.kind.slug}: {no.detail}"))
         else:
-            k, confidence = next(found)
             rows.append(Row(path, model.labels[k], confidence))
     return rows
 

@@ -73,7 +73,10 @@ def _ask(
             raise Stopped(f"{r.status_code} from {r.request.url}: {body.get('detail', r.text)}")
         rows = []
         for (i, _), answer in zip(files, answers, strict=True):
-            if "label" in answer:
+            if "type" in answer and "label" in answer:  # not one digit: the guess, and why not
+                why = f"{answer['type'].rsplit('/', 1)[-1]}: {_detail(answer, str(i))}"
+                rows.append(Row(paths[i], answer["label"], answer["confidence"], why))
+            elif "label" in answer:
                 rows.append(Row(paths[i], answer["label"], answer["confidence"]))
             else:
                 rows.append(Row(paths[i], error=_detail(answer, str(i))))

@@ -50,6 +50,13 @@ JOIN = 0.35  # components within this share of the digit's size of its box join 
 NARROW_FIT = 0.8  # strokes wider than this share of the narrow square are read with the wide one
 HOLLOW = 0.5  # enclosed areas less than this far from the ink towards the paper are ink
 PALER = 0.5  # ... unless they are paler than this share of the main one's darkness (a shadow)
+# A number's other digits: components at least this share of the digit's height (and at most
+# its inverse), overlapping its rows by this share, within this many digit heights of it.
+MATE_HEIGHT = 0.5
+MATE_OVERLAP = 0.5
+MATE_GAP = 1.5
+MATE_DARK = 0.8  # ... as dark as the digit, within this share
+MATE_INK = 0.15  # ... with at least this share of its ink (area times darkness squared)
 
 
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -335,9 +342,36 @@ def digit_mask(mask: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
                 box = [min(box[0], x[i]), min(box[1], y[i]),
                        max(box[2], x[i] + bw[i]), max(box[3], y[i] + bh[i])]  # fmt: skip
                 grown = True
+    # As dark as the digit and with a fair share of its ink: not a page's edge, a shadow or a
+    # pale line beside a lone digit.
+    mates = pool & (darkness >= MATE_DARK * darkness[main]) & (weight >= MATE_INK * weight[main])
+    _line_mates(chosen, mates, box, (x, y, bw, bh))
     keep = np.zeros(n, bool)
     keep[[i + 1 for i in chosen]] = True
     return keep[labels]
+
+
+def _line_mates(
+    chosen: set[int], pool: np.ndarray, box: list[int], stats: tuple[np.ndarray, ...]
+) -> None:
+    """Add to ``chosen`` (in place) the components written on the same line as the digit, as
+    tall as a digit and near it: a number's other digits, however wide its gaps. The model then
+    sees the whole number (and refuses it as several digits) rather than one digit of it."""
+    x, y, bw, bh = stats
+    height = box[3] - box[1]
+    grown = True
+    while grown:
+        grown = False
+        for i in np.flatnonzero(pool):
+            if i in chosen or bh[i] < MATE_HEIGHT * height or bh[i] > height / MATE_HEIGHT:
+                continue
+            overlap = min(box[3], y[i] + bh[i]) - max(box[1], y[i])
+            gap = max(box[0] - (x[i] + bw[i]), x[i] - box[2], 0)
+            if overlap >= MATE_OVERLAP * min(bh[i], height) and gap <= MATE_GAP * height:
+                chosen.add(int(i))
+                box[:] = [min(box[0], x[i]), min(box[1], y[i]),
+                          max(box[2], x[i] + bw[i]), max(box[3], y[i] + bh[i])]  # fmt: skip
+                grown = True
 
 
 def hollow(digit: np.ndarray, dark: np.ndarray) -> bool:

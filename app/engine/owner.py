@@ -44,7 +44,7 @@ from app.failures import Failure, ServiceError
 from app.layout import plan
 from app.metrics import Metrics, mark_process_dead
 from app.serving.catalog import ReloadReport, model_to_json
-from models.checkpoint import DIGIT_LABELS
+from models.framing import DIGIT_LABELS
 
 log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 30  # a frontend that has not taken a new catalogue by then is stuck

@@ -94,6 +94,7 @@ class Predictor:
     ) -> None:
         self.device, self.dtype = device, dtype
         self.transform = ckpt.transform
+        self.temperature = ckpt.meta.temperature  # calibration: softmax(logits / temperature)
         self.fits = max_batch  # the largest batch known to fit in memory
         self.on_shrink: Callable[[int], None] | None = None  # hears each new, smaller ``fits``
         bind_thread(device)
@@ -143,11 +144,11 @@ class Predictor:
         if placement.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if placement.onednn:
-            return torch.softmax(placement.model(x).float(), dim=1)
+            return torch.softmax(placement.model(x).float() / self.temperature, dim=1)
         # oneDNN on/off is a process-wide switch: CPU models share one thread (see host.py).
         was = torch.backends.mkldnn.set_flags(False, None, None, None)[0]
         try:
-            return torch.softmax(placement.model(x).float(), dim=1)
+            return torch.softmax(placement.model(x).float() / self.temperature, dim=1)
         finally:
             torch.backends.mkldnn.set_flags(was, None, None, None)
 

@@ -31,6 +31,7 @@ from app.frontend.schemas import ImageProblem, Prediction, PredictResponse, TopK
 from app.frontend.uploads import read_body, uploads_of
 from app.serving.answer import Answer, Upload, failures, rejected, served, top_k
 from app.serving.catalog import CheckpointInfo, Loaded
+from models.framing import DIGIT_LABELS
 
 
 class PredictQuery(BaseModel):
@@ -94,7 +95,7 @@ def _example() -> dict[str, Any]:
     model = Loaded(
         name="lenet", parameters=61610, input=(1, 28, 28), version=1, device="cpu",
         dtype="float32",
-        labels=tuple("0123456789"), test_accuracy=0.9945, test_loss=0.02, max_batch_size=64,
+        labels=tuple(DIGIT_LABELS), test_accuracy=0.9945, test_loss=0.02, max_batch_size=64,
         checkpoint=CheckpointInfo(path="lenet.safetensors", sha256="", created_at="",
                                   train_command="", torch_version="", dataset_fingerprint=""),
     )  # fmt: skip

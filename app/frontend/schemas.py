@@ -26,8 +26,16 @@ class Prediction(TypedDict):
 
     filename: Annotated[str, Field(examples=["seven.png"])]
     label: Annotated[str, Field(description="most probable class", examples=["7"])]
-    confidence: Annotated[float, Field(ge=0, le=1, description="its probability")]
-    probabilities: Annotated[list[float], Field(description="one per class, in label order (0-9)")]
+    confidence: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=1,
+            description="its probability (calibrated: of the answers given at 0.9, about 9 in "
+            "10 are right), given that the image is a digit",
+        ),
+    ]
+    probabilities: Annotated[list[float], Field(description="one per digit, in label order (0-9)")]
     top_k: list[TopK]
     digit: NotRequired[
         Annotated[
@@ -52,10 +60,37 @@ class Problem(TypedDict):
 
 @with_config(ConfigDict(extra="allow"))
 class ImageProblem(Problem):
-    """An uploaded image that could not be used; the request's other images were answered."""
+    """An uploaded image that could not be used, or that is not one digit; the request's other
+    images were answered."""
 
     filename: Annotated[str, Field(examples=["notes.png"])]
     index: Annotated[int, Field(ge=0, description="its place among the uploaded files")]
+    label: NotRequired[
+        Annotated[
+            str,
+            Field(
+                description="not-a-digit and several-digits: the model's best guess among the "
+                "digits all the same",
+                examples=["2"],
+            ),
+        ]
+    ]
+    confidence: NotRequired[
+        Annotated[float, Field(ge=0, le=1, description="the guess's probability, given a digit")]
+    ]
+    score: NotRequired[
+        Annotated[
+            float,
+            Field(
+                ge=0,
+                le=1,
+                description="how sure the service is that the image is not one digit (the "
+                "model's probability of its not-a-digit and several-digits classes); refused "
+                "from the checkpoint's operating point up",
+                examples=[0.98],
+            ),
+        ]
+    ]
 
 
 class PredictResponse(TypedDict):
@@ -125,7 +160,15 @@ class LoadedModel(_Model):
     dtype: str = Field(examples=["float32"])
     test_accuracy: float = Field(description="MNIST test accuracy (fraction)")
     test_loss: float
-    labels: list[str]
+    labels: list[str] = Field(
+        description="the model's classes: the ten digits, and not-a-digit and several-digits "
+        "for a model that refuses what is not one digit"
+    )
+    refuse_at: float | None = Field(
+        None,
+        description="its operating point: an image whose not-a-digit and several-digits "
+        "classes hold this much or more is refused; null for a model that refuses nothing",
+    )
     max_batch_size: int
     queue_depth: int = Field(description="images waiting now")
     checkpoint: CheckpointInfo

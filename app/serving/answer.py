@@ -13,14 +13,16 @@ into it:
 3. ``await ticket.answer(uploads)`` (image files: decoding and preprocessing) or
    ``await ticket.answer_digits(digits)`` (MNIST-style digits as they are): the queue bound,
    the deadline (REQUEST_TIMEOUT_S), the model call. Per upload in order, its probabilities or
-   why that one image could not be used; the request fails only when no image could be used.
+   why that one image could not be used, the model's verdict included: an image that is not one
+   digit (app/serving/verdict.py) is refused with the model's best guess; the request fails
+   only when no image could be used.
 """
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import numpy as np
@@ -29,6 +31,7 @@ from app.digits.pipeline import Rejection
 from app.failures import Failure, ServiceError
 from app.metrics import UNKNOWN, Metrics
 from app.serving.catalog import Loaded, Model
+from app.serving.verdict import Refusal, judge
 from app.serving.zoo import Zoo
 
 T = TypeVar("T")
@@ -44,6 +47,8 @@ FAILURES = (
     Failure.NO_FILES,
     Failure.TOO_MANY_FILES,
     Failure.INVALID_IMAGE,
+    Failure.NOT_A_DIGIT,
+    Failure.SEVERAL_DIGITS,
     Failure.INFERENCE_FAILED,
     Failure.INTERNAL_ERROR,
     Failure.MODEL_NOT_LOADED,
@@ -73,7 +78,7 @@ class Classified:
     """What the model made of a request's digits."""
 
     model: Loaded  # the version that answered
-    probabilities: np.ndarray  # a row per usable image, in order
+    probabilities: np.ndarray  # over the ten digits: a row per answered image, in order
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,8 @@ class Answer(Classified):
     """What the model made of a request's uploads."""
 
     uploads: list[Upload]
-    rejections: list[Rejection]  # the unusable ones, by index
-    digits: np.ndarray | None  # the usable uploads' digits as the model saw them, if asked
+    rejections: list[Rejection]  # the unusable ones and those refused as not a digit, by index
+    digits: np.ndarray | None  # the answered uploads' digits as the model saw them, if asked
 
 
 def top_k(probabilities: np.ndarray, k: int) -> list[list[int]]:
@@ -93,10 +98,12 @@ def top_k(probabilities: np.ndarray, k: int) -> list[list[int]]:
 
 
 def rejected(upload: Upload, rejection: Rejection) -> ServiceError:
-    """The failure of one unusable upload, naming the file."""
+    """The failure of one unusable upload, naming the file (and for one that is not a digit,
+    the model's best guess and its score)."""
     name = upload.filename
+    guess = rejection.guess if isinstance(rejection, Refusal) else {}
     return rejection.failure.error(f"{name}: {rejection.detail}", filename=name,
-                                   index=rejection.index)  # fmt: skip
+                                   index=rejection.index, **guess)  # fmt: skip
 
 
 def _nothing_usable(uploads: list[Upload], rejections: list[Rejection]) -> ServiceError:
@@ -169,13 +176,19 @@ class Ticket:
         the model's probabilities, with no decoding or preprocessing."""
         self.images = len(digits)
         self.zoo.check_room(self._current(), len(digits))
-        found = await self._in_time(self._run(digits))
+        found, refusals = await self._in_time(self._run(digits))
         self.version = str(found.model.version)
+        if refusals:  # a tensor of digits has no per-item results: its first refusal fails it
+            first = refusals[0]
+            raise rejected(Upload(f"digit[{first.index}]", b""), first)
         return found
 
-    async def _run(self, digits: np.ndarray) -> Classified:
+    async def _run(self, digits: np.ndarray) -> tuple[Classified, list[Refusal]]:
+        """The model's digit probabilities for every row, and the rows it refuses."""
         model = self._current()
-        return Classified(model, await self.zoo.classify(model, digits))
+        found = await self.zoo.classify(model, digits)
+        probabilities, refusals = judge(model.labels, model.refuse_at, found)
+        return Classified(model, probabilities), refusals
 
     async def _classify(
         self, uploads: list[Upload], keep_digits: bool, all_or_nothing: bool
@@ -186,11 +199,26 @@ class Ticket:
         if rejections and all_or_nothing:
             first = rejections[0]
             raise rejected(uploads[first.index], first)
+        usable = [i for i in range(len(uploads)) if i not in {r.index for r in rejections}]
         if rejections:
             digits = np.delete(digits, [r.index for r in rejections], axis=0)
-        found = await self._run(digits)
+        found, refusals = await self._run(digits)
+        probabilities = found.probabilities
+        if refusals:  # rows of the usable uploads -> the uploads' own indices
+            rows = [r.index for r in refusals]
+            rejections = sorted(
+                [*rejections, *(replace(r, index=usable[r.index]) for r in refusals)],
+                key=lambda r: r.index,
+            )
+            if len(rejections) == len(uploads):
+                raise _nothing_usable(uploads, rejections)
+            if all_or_nothing:
+                first = next(r for r in rejections if isinstance(r, Refusal))
+                raise rejected(uploads[first.index], first)
+            probabilities = np.delete(probabilities, rows, axis=0)
+            digits = np.delete(digits, rows, axis=0)
         kept = digits if keep_digits else None
-        return Answer(found.model, found.probabilities, uploads, rejections, kept)
+        return Answer(found.model, probabilities, uploads, rejections, kept)
 
     async def _in_time(self, work: Awaitable[T]) -> T:
         """``work`` within REQUEST_TIMEOUT_S, else the 504."""

@@ -50,6 +50,9 @@ class Loaded(Listed):
     test_loss: float
     max_batch_size: int
     checkpoint: CheckpointInfo  # where its weights came from
+    # Its operating point: an image whose outlier classes (labels past the ten digits) hold
+    # this much is refused as not one digit; None: the model has no outlier classes.
+    refuse_at: float | None = None
 
 
 @dataclass(frozen=True)

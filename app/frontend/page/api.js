@@ -40,6 +40,11 @@ export async function predict(model, files) {
   const started = performance.now();
   const url = `predict/${encodeURIComponent(model)}?top_k=3&include=digit`;
   const response = await fetch(url, authorised({ method: "POST", body: form }));
-  const answer = await json(response);
-  return { answer, ms: performance.now() - started };
+  try {
+    const answer = await json(response);
+    return { answer, ms: performance.now() - started };
+  } catch (e) {
+    e.ms = performance.now() - started;
+    throw e;
+  }
 }

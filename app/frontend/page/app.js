@@ -2,7 +2,7 @@
 
 import { apiKey, listModels, predict } from "./api.js";
 import { Pad } from "./draw.js";
-import { card, notLoaded } from "./render.js";
+import { card, notLoaded, REFUSED } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
 const select = $("model");
@@ -60,6 +60,9 @@ async function classify(number, files, version = null) {
   answers.forEach((a, i) => {
     if (a.status === "fulfilled") {
       for (const p of a.value.answer.predictions) cards.push(card(models[i], p, a.value.ms));
+    } else if (REFUSED[a.reason.problem?.type]) {
+      // One image, judged not one digit: an answer to show, not an error.
+      cards.push(card(models[i], a.reason.problem, a.reason.ms ?? 0));
     } else {
       problems.push([models[i], a.reason]);
     }

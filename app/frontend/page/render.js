@@ -23,9 +23,37 @@ function bars(topK) {
   );
 }
 
+// An image the model judged not to be one digit: what it is instead, and its guess all the same.
+export const REFUSED = {
+  "/problems/not-a-digit": "not a digit",
+  "/problems/several-digits": "several digits",
+};
+
+const percent = (p) => `${(100 * p).toFixed(0)}%`;
+
+function refused(title, meta, problem) {
+  const guess = el("span", {
+    className: "label guess",
+    textContent: problem.label,
+    title: "the model's best guess among the digits, all the same",
+  });
+  const verdict = el("span", { className: "verdict", textContent: REFUSED[problem.type] });
+  const why = el("p", {
+    className: "meta",
+    textContent: `best guess ${problem.label} at ${percent(problem.confidence)}; ` +
+      `${percent(problem.score)} sure it is not one digit`,
+  });
+  const result = el("article", { className: "card refused" }, title, meta,
+    el("div", { className: "top" }, verdict, guess), why);
+  result.dataset.refused = problem.type.split("/").pop();
+  result.dataset.label = problem.label;
+  return result;
+}
+
 export function card(model, prediction, ms) {
   const title = el("h2", { textContent: `${model}: ${prediction.filename}` });
   const meta = el("p", { className: "meta", textContent: `${ms.toFixed(0)} ms` });
+  if (REFUSED[prediction.type]) return refused(title, meta, prediction);
   if (prediction.type) {
     // An image of the request that could not be used: its problem stands in its place.
     return el("article", { className: "card" }, title, meta,

@@ -55,6 +55,7 @@ def model_info(zoo: Zoo, model: Model) -> LoadedModel | UnavailableModel:
             test_accuracy=served.test_accuracy,
             test_loss=served.test_loss,
             labels=list(served.labels),
+            refuse_at=served.refuse_at,
             max_batch_size=served.max_batch_size,
             queue_depth=zoo.engine.queued(served.name, served.version),
             checkpoint=served.checkpoint,

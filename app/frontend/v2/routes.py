@@ -14,6 +14,7 @@ from app.frontend.v2.errors import v2_error_responses
 from app.frontend.v2.schemas import Live, ModelMetadata, ModelReady, Ready, ServerMetadata
 from app.frontend.v2.tensors import metadata
 from app.serving.catalog import Unavailable
+from app.serving.verdict import DIGITS
 from app.serving.zoo import Zoo, not_loaded
 
 router = APIRouter(prefix="/v2", tags=["v2"])
@@ -57,7 +58,7 @@ def _metadata(zoo: Zoo, model: str, version: str | None) -> ModelMetadata:
         name=model,
         versions=[str(v) for v in found.versions],
         platform=PLATFORM,
-        **metadata(len(served.labels)),
+        **metadata(min(len(served.labels), DIGITS)),
     )
 
 
