@@ -150,7 +150,7 @@ def test_out_of_memory_recovers_at_the_largest_size_that_fits() -> None:
     assert at64 > at32
     total = torch.cuda.get_device_properties(CUDA).total_memory
     held_to: list[int] = []
-    predictor.on_shrink = held_to.append
+    predictor.on_resize = held_to.append
     torch.cuda.empty_cache()
     torch.cuda.set_per_process_memory_fraction((at32 + at64) / 2 / total)
     try:
