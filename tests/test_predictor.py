@@ -287,8 +287,11 @@ def test_every_thread_binds_to_one_explicit_gpu(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(torch.cuda, "set_device", bound.append)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert runtime.resolve_device("cuda") == torch.device("cuda", 0)  # the index made explicit
     assert runtime.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(RuntimeError, match="cuda:2 asked for, but there are 2 CUDA device"):
+        runtime.resolve_device("cuda:2")
     runtime.bind_thread(torch.device("cuda", 1))
     runtime.bind_thread(torch.device("cuda"))  # no index: the thread's current device, as is
     runtime.bind_thread(torch.device("cpu"))
