@@ -84,7 +84,7 @@ def test_every_results_file_names_its_commit_and_command(
     mode: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(serve_bench, "cpu_main", lambda args: {"figures": "cpu"})
-    monkeypatch.setattr(serve_gpu, "gpu_main", lambda args: {"figures": "gpu"})
+    monkeypatch.setattr(serve_gpu, "gpu_main", lambda args, on_result: {"figures": "gpu"})
     out = tmp_path / "result file.json"
     serve_bench.main([*mode, "--servers", "ours", "--json", str(out)])
     result = json.loads(out.read_text())
