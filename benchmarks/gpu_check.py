@@ -39,12 +39,12 @@ from benchmarks.needs import SERVICE, TESTS, missing
 
 # Per mode, the sections in the order they run and the seconds of the budget each gets.
 MODES: dict[str, dict[str, int]] = {
-    "quick": {  # under 5 minutes of command time in all
-        "environment": 10,
-        "cuda_tests": 100,  # three start processes: the owner via HTTP, cuda:N, a device assert
+    "quick": {  # under 5 minutes of command time in all, pip's install before it included
+        "environment": 5,
+        "cuda_tests": 95,  # three start processes: the owner via HTTP, cuda:N, a device assert
         "service_http": 60,  # alexnet trained 300 steps, then 2000 digits for each net
-        "serve_bench": 70,  # alexnet and vgg16: one round of 3 s, the shared layout
-        "training": 40,  # mnist_cnn, three epochs
+        "serve_bench": 85,  # alexnet and vgg16: a bare sweep, then one round of 2 s, shared
+        "training": 35,  # mnist_cnn, three epochs
     },
     "full1": {  # each part within one 600 s command
         "environment": 10,

@@ -318,7 +318,7 @@ def serve_bench(run: Run) -> dict[str, Any]:
         sizes = ["--gpu-models", "alexnet,vgg16", "--rounds", "2", "--duration", "4"]
         sizes += ["--warmup", "1"]
     else:
-        sizes = ["--gpu-models", "alexnet,vgg16", "--rounds", "1", "--duration", "3"]
+        sizes = ["--gpu-models", "alexnet,vgg16", "--rounds", "1", "--duration", "2"]
         sizes += ["--warmup", "1"]
     command = ["--gpu", "--gpu-device", run.device, "--gpu-layouts", layouts]
     bench.main([*command, "--json", str(result), *sizes])

@@ -2,6 +2,7 @@
 # Assembles what travels to the lent GPU machine beside the repository's files, in the ignored
 # folder .gpu-bundle/ (carry it: run(..., carry=[".gpu-bundle"])):
 #   wheels/          scripts/gpu_wheels.txt: what the machine's python3 lacks, for its CPython
+#   pip/             pip's own wheel, run from the wheel: the installer is the same everywhere
 #   data/MNIST/raw/  MNIST's four IDX files, gzipped (models/data.py reads .gz)
 #   wrk/             Debian's wrk and LuaJIT, unpacked here with dpkg -x (usr/bin, usr/lib)
 #   COMMIT           the commit the tree was at (the machine may have no git)
@@ -25,7 +26,7 @@ LIMIT_MIB=${LIMIT_MIB:-64}
 say() { echo "gpu_bundle.sh: $*" >&2; }
 
 rm -rf "$BUNDLE"
-mkdir -p "$BUNDLE"/wheels "$BUNDLE"/data/MNIST/raw "$BUNDLE"/wrk "$CACHE/wheels-$PYTHON_VERSION" "$CACHE/debs"
+mkdir -p "$BUNDLE"/wheels "$BUNDLE"/pip "$BUNDLE"/data/MNIST/raw "$BUNDLE"/wrk "$CACHE/wheels-$PYTHON_VERSION" "$CACHE/debs"
 
 # Wheels: into the cache from PyPI only when not there yet, then exactly the listed ones from it.
 wheels=$CACHE/wheels-$PYTHON_VERSION
@@ -38,6 +39,12 @@ if ! "${pip_download[@]}" --no-index --find-links "$wheels" -d "$wheels" 2>/dev/
     "${pip_download[@]}" -d "$wheels" || { say "cannot download the wheels"; exit 3; }
 fi
 "${pip_download[@]}" --no-index --find-links "$wheels" -d "$BUNDLE/wheels" 2>/dev/null
+# pip 26.3 runs from its wheel (python pip-26.3-py3-none-any.whl/pip) on Python 3.9 and later.
+if ! compgen -G "$wheels/pip-26.3-*.whl" >/dev/null; then
+    "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+        -d "$wheels" pip==26.3 2>/dev/null || { say "cannot download pip's wheel"; exit 3; }
+fi
+cp "$wheels"/pip-26.3-*.whl "$BUNDLE/pip/"
 
 # MNIST, gzipped: 52 MiB of IDX files are 11 MiB.
 for name in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
@@ -78,7 +85,7 @@ bundle_bytes=$(du -sb "$BUNDLE" | cut -f1)
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 total=$((tree_bytes + bundle_bytes))
 echo "bundle $BUNDLE: $(mib "$bundle_bytes") MiB ($(ls "$BUNDLE/wheels" | wc -l) wheels" \
-    "$(mib "$(du -sb "$BUNDLE/wheels" | cut -f1)") MiB, MNIST $(mib "$(du -sb "$BUNDLE/data" | cut -f1)") MiB," \
+    "$(mib "$(du -sb "$BUNDLE/wheels" | cut -f1)") MiB, pip $(mib "$(du -sb "$BUNDLE/pip" | cut -f1)") MiB, MNIST $(mib "$(du -sb "$BUNDLE/data" | cut -f1)") MiB," \
     "wrk $(mib "$(du -sb "$BUNDLE/wrk" | cut -f1)") MiB); the tree that travels: $(mib "$tree_bytes") MiB;" \
     "in all $(mib "$total") MiB of $LIMIT_MIB"
 if ((total > LIMIT_MIB * 1048576)); then

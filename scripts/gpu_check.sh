@@ -49,7 +49,9 @@ fi
 if [[ -d $BUNDLE/wheels ]]; then
     if [[ ! -f $SITE/.installed ]]; then
         say "installing $(ls "$BUNDLE"/wheels | wc -l) wheels into $SITE (pip --target, no index)"
-        "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-index --no-deps \
+        # pip run from its carried wheel: the machine's own pip may be missing or old.
+        pip=$(ls -d "$BUNDLE"/pip/pip-*.whl | head -1)/pip
+        "$PYTHON" "$pip" install --quiet --disable-pip-version-check --no-index --no-deps \
             --upgrade --target "$SITE" "$BUNDLE"/wheels/*.whl
         touch "$SITE/.installed"
     fi

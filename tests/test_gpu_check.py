@@ -36,8 +36,8 @@ DEVICE_HAS = (
     "torch", "torchvision", "pillow", "numpy", "httpx", "httpcore", "anyio", "certifi", "idna",
     "h11", "sniffio", "pytest", "pluggy", "iniconfig", "packaging", "pygments", "uvloop",
     "prometheus-client", "opencv-python-headless", "filelock", "typing-extensions", "sympy",
-    "mpmath", "networkx", "jinja2", "markupsafe", "fsspec", "setuptools", "triton", "pip",
-)  # fmt: skip
+    "mpmath", "networkx", "jinja2", "markupsafe", "fsspec", "setuptools", "triton",
+)  # fmt: skip  (not pip: the check runs pip from the wheel it carries)
 NOT_THERE = ("fastapi", "starlette", "uvicorn", "pydantic", "pydantic_settings", "multipart")
 
 
