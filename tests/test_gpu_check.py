@@ -172,6 +172,21 @@ def test_the_check_runs_end_to_end_in_its_dry_mode(machine: dict[str, Any]) -> N
 
 
 @pytest.mark.slow
+def test_the_full_checks_own_sections_run_in_its_two_parts(machine: dict[str, Any]) -> None:
+    """What the full check runs and quick mode does not: warm-up (part 1) and serve_bench
+    with both layouts (part 2); the rest is the quick mode's code at other sizes."""
+    out = Path(machine["env"]["OUT"])
+    done = _check(machine, "--part", "1", "--sections", "warmup")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    warmup = json.loads((out / "gpu_check_dry_full1.json").read_text())["sections"]["warmup"]
+    assert warmup["status"] == "ok" and warmup["models"]["lenet"]
+    done = _check(machine, "--part", "2", "--sections", "serve_bench")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    bench = json.loads((out / "gpu_check_dry_full2.json").read_text())["sections"]["serve_bench"]
+    assert set(bench["models"]["lenet"]["layouts"]) == {"shared", "worker"}
+
+
+@pytest.mark.slow
 def test_a_failing_or_skipped_cuda_test_fails_the_check(machine: dict[str, Any]) -> None:
     done = _check(
         machine,
