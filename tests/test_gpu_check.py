@@ -13,6 +13,7 @@ The real bundle differs in one way: its wheels are for CPython 3.12 (the machine
 this Python (3.11): the same packages at the same versions, from the same list.
 """
 
+import argparse
 import importlib.metadata
 import json
 import os
@@ -26,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.gpu_check import MODES, verdicts
+from benchmarks.gpu_check import MODES, run_section, verdicts
 from benchmarks.gpu_sections import accuracy_mismatch, pythonpath
 from tests.conftest import mnist_root
 from tests.helpers import ROOT
@@ -258,6 +259,48 @@ def test_children_get_pythonpath_prepended_not_replaced(monkeypatch: pytest.Monk
     assert pythonpath(ROOT) == f"{ROOT}{os.pathsep}/carried/site"
     monkeypatch.delenv("PYTHONPATH")
     assert pythonpath(ROOT) == str(ROOT)
+
+
+@pytest.mark.slow
+def test_the_bundle_refuses_to_be_over_the_limit(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "gpu_bundle.sh")],
+        env={**os.environ, "BUNDLE": str(tmp_path / "b"), "PYTHON": sys.executable,
+             "PYTHON_VERSION": f"{sys.version_info.major}.{sys.version_info.minor}",
+             "MNIST_DATA_DIR": str(mnist_root()), "LIMIT_MIB": "30"},
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if done.returncode == 3:
+        pytest.skip(f"the bundle's downloads failed: {done.stderr[-500:]}")
+    assert done.returncode == 1 and "over the limit" in done.stderr, done.stderr[-2000:]
+    assert "of 30" in done.stdout  # it said its size first
+
+
+def test_a_section_cut_short_keeps_what_it_had_written(tmp_path: Path) -> None:
+    partial = {
+        "device": "cuda:0",
+        "dtype": "torch.bfloat16",
+        "gpu": [
+            {
+                "model": "alexnet",
+                "bare_best_images_s": 20000.0,
+                "bare_sweep": {"best_batch": 512},
+                "target_fraction": 0.8,
+                "pass": True,
+                "layouts": {"shared": {k: 1.0 for k in (
+                    "images_s", "percent_of_bare", "p50_ms", "p99_ms", "gpu_mib", "contexts",
+                    "errors")}},
+            }
+        ],
+    }  # fmt: skip
+    (tmp_path / "serve_bench.partial.json").write_text(json.dumps(partial))
+    args = argparse.Namespace(
+        device="cpu", data_dir=mnist_root(), dry_run=True, mode="quick",
+        cuda_tests="tests/test_cuda.py",
+    )  # fmt: skip
+    section = run_section("serve_bench", args, tmp_path, timeout=0.5)  # killed while starting
+    assert section["status"] == "timed out"
+    assert section["partial"]["models"]["alexnet"]["pass"] is True
 
 
 def test_every_quick_section_fits_five_minutes_and_each_full_part_one_command() -> None:

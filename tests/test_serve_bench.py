@@ -94,6 +94,20 @@ def test_every_results_file_names_its_commit_and_command(
     assert result["command"] == f"python -m benchmarks.serve_bench {given}"
 
 
+def test_the_gpu_json_keeps_the_models_measured_before_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def alexnet_then_fail(args: object, on_result: object) -> dict[str, object]:
+        on_result({"gpu": [{"model": "alexnet"}], "device": "cuda:0"})  # type: ignore[operator]
+        raise RuntimeError("vgg16's service did not start")
+
+    monkeypatch.setattr(serve_gpu, "gpu_main", alexnet_then_fail)
+    out = tmp_path / "serve_gpu.json"
+    with pytest.raises(RuntimeError):
+        serve_bench.main(["--gpu", "--json", str(out)])
+    assert json.loads(out.read_text())["gpu"] == [{"model": "alexnet"}]  # written at once
+
+
 def test_provenance_names_the_commit_and_the_command_as_given(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
