@@ -163,7 +163,10 @@ def _evaluation_cli(run: Run, model: str, limit: int, weights: Path) -> dict[str
 def _train_224(run: Run, weights: Path) -> dict[str, Any]:
     """NET_224 trained for a few hundred steps (a handful on the CPU) with the training CLI,
     into ``weights``: a 224x224 net whose answers mean something, served next."""
+    import torch
+
     from models import train
+    from models.runtime import release_cached_memory
 
     steps, batch = (2, 32) if run.dry else (300, 128)
     out = weights / f"{NET_224}.safetensors"
@@ -175,6 +178,7 @@ def _train_224(run: Run, weights: Path) -> dict[str, Any]:
     if code:
         raise RuntimeError(f"training {NET_224} exited with {code}")
     history = json.loads(out.with_suffix(".log.json").read_text())["history"]
+    release_cached_memory(torch.device(run.device))  # the service measured next needs the room
     return {
         "steps": steps,
         "batch_size": batch,
