@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import app.engine.predictor
 from app.engine.predictor import (
-    GROW_AFTER,
     RING,
     Predictor,
     _CudaPending,
@@ -133,8 +133,10 @@ def test_an_error_that_is_no_allocation_failure_fails_the_batch_unsplit(
 
 
 def test_fits_grows_back_after_full_batches_and_shrinks_again_if_still_short(
-    lenet: LoadedCheckpoint,
+    lenet: LoadedCheckpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    grow_after = 4  # GROW_AFTER, small: the logic is tested, not the count
+    monkeypatch.setattr(app.engine.predictor, "GROW_AFTER", grow_after)
     predictor = Predictor(lenet, torch.device("cpu"), torch.float32, 64)
     staging = FakeStaging(fits=16)
     predictor._cuda = staging  # type: ignore[assignment]
@@ -144,22 +146,22 @@ def test_fits_grows_back_after_full_batches_and_shrinks_again_if_still_short(
     predictor(x)
     assert predictor.fits == 16 and sizes == [32, 16]
     staging.fits = 32  # memory came back, partly (another model's batch is over)
-    for _ in range(GROW_AFTER - 1):
+    for _ in range(grow_after - 1):
         predictor(x[:16])
         predictor(x[:3])  # not full: proves nothing about 16
     assert predictor.fits == 16
     predictor(x[:16])
     assert predictor.fits == 32 and sizes[-1] == 32  # the batcher hears it too
-    for _ in range(GROW_AFTER):
+    for _ in range(grow_after):
         predictor(x[:32])
     assert predictor.fits == 64  # tried again
     predictor(x)
     assert sizes[-2:] == [64, 32] and predictor.fits == 32  # 64 failed: held to 32 again
     staging.fits = 64
-    for _ in range(GROW_AFTER):
+    for _ in range(grow_after):
         predictor(x[:32])
     assert predictor.fits == 64 and sizes[-1] == 64
-    for _ in range(GROW_AFTER):
+    for _ in range(grow_after):
         predictor(x)
     assert predictor.fits == 64 and sizes[-1] == 64  # never beyond MAX_BATCH_SIZE
 
