@@ -27,14 +27,19 @@ ROOT = Path(__file__).resolve().parents[1]
 def git_state() -> dict[str, object]:
     """The commit a result was made at, and whether tracked files differed from it."""
 
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return done.stdout.strip()
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        except OSError:  # no git (the lent GPU machine may have none)
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
 
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-    }
+    commit = git("rev-parse", "HEAD")
+    if commit is None:  # not a repository, or no git: the commit the GPU bundle was made at
+        marker = ROOT / ".gpu-bundle" / "COMMIT"
+        bundled = marker.read_text().strip() if marker.exists() else ""
+        return {"commit": bundled or "unknown", "dirty": None}
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def provenance(module: str) -> dict[str, object]:

@@ -1,6 +1,6 @@
 """What the service, its tests and the GPU check import beyond torch and numpy: import name ->
-the package that provides it. Standard library only: scripts/gpu_check.sh asks it what to
-install before anything else can be imported."""
+the package that provides it. Standard library only: scripts/gpu_check.sh asks it what is
+still missing after installing the bundle's wheels (scripts/gpu_wheels.txt)."""
 
 import importlib.util
 import sys
@@ -20,6 +20,10 @@ SERVICE = {
     "PIL": "pillow",
     "safetensors": "safetensors",
     "httpx": "httpx",
+    "cv2": "opencv-python-headless",
+    "tqdm": "tqdm",  # training
+    "matplotlib": "matplotlib",  # training's accuracy plot
+    "torchvision": "torchvision",
 }
 TESTS = {"pytest": "pytest", "pytest_asyncio": "pytest-asyncio", "pytest_timeout": "pytest-timeout"}
 

@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", action="store_true", help="GPU mode (benchmarks/serve_gpu.py)")
     p.add_argument("--gpu-models", default="alexnet,vgg16")
     p.add_argument("--gpu-device", default="cuda")
+    p.add_argument("--gpu-layouts", default="shared,worker", help="GPU mode: layouts measured")
     p.add_argument("--gpu-connections", type=int, default=32, help="GPU mode: wrk connections")
     p.add_argument("--batch-size", type=int, default=256, help="GPU mode: MAX_BATCH_SIZE")
     p.add_argument("--dtype", default="auto", help="GPU mode: DTYPE")
@@ -281,16 +282,22 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     args.servers = args.servers.split(",")
     args.scenarios = args.scenarios.split(",")
+    given = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "-m", "benchmarks.serve_bench", *given])
+
+    def write(result: dict[str, Any]) -> None:
+        if args.json:
+            args.json.write_text(
+                json.dumps({**git_state(), "command": command, **result}, indent=1)
+            )
+
     if args.gpu:
         from benchmarks.serve_gpu import gpu_main
 
-        result = gpu_main(args)
+        result = gpu_main(args, on_result=write)
     else:
         result = cpu_main(args)
-    if args.json:
-        given = sys.argv[1:] if argv is None else argv
-        command = shlex.join(["python", "-m", "benchmarks.serve_bench", *given])
-        args.json.write_text(json.dumps({**git_state(), "command": command, **result}, indent=1))
+    write(result)
     return 0
 
 

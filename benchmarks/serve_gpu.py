@@ -6,7 +6,8 @@ the weights), in one run:
 - the bare model: channels_last and the serving dtype on the device, batches already there, at
   batch sizes 64 to 1024 (swept once, then measured again at its best size in every round);
   its best images/s is the baseline;
-- the service through HTTP, wrk sending 64-image requests, once per layout: ``shared`` (one
+- the service through HTTP, wrk sending 64-image requests, once per layout of
+  ``--gpu-layouts`` (both by default): ``shared`` (one
   model owner batching for every frontend worker) and ``worker`` (a model copy in each of
   ``--gpu-worker-copies`` workers); images/s, p50/p99, the GPU memory the whole service holds
   (the device's memory in use, read through this process's own context before the service
@@ -125,7 +126,7 @@ def preflight() -> None:
     if absent:
         raise RuntimeError(
             f"the service needs Python packages that are not importable: {', '.join(absent)} "
-            "(scripts/gpu_check.sh installs them from WHEELS=<folder of wheels>)"
+            "(scripts/gpu_check.sh installs them from the bundle scripts/gpu_bundle.sh makes)"
         )
     find_wrk()
 
@@ -201,9 +202,16 @@ def _layout_rows(
     return rows
 
 
-def gpu_main(args: argparse.Namespace) -> dict[str, Any]:
-    """Per model: bare model best batched images/s against the service in each layout."""
+def gpu_main(
+    args: argparse.Namespace, on_result: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Per model: bare model best batched images/s against the service in each layout.
+    ``on_result`` hears the result so far after each model (written at once: a run cut short
+    by a timeout keeps what it measured)."""
     preflight()
+    layouts = args.gpu_layouts.split(",")
+    if unknown := set(layouts) - set(LAYOUTS):
+        raise ValueError(f"unknown layouts {sorted(unknown)}: {', '.join(LAYOUTS)}")
     cuda = torch.cuda.is_available() and args.gpu_device.startswith("cuda")
     device = torch.device(args.gpu_device if cuda else "cpu")
     bind_thread(device)
@@ -221,18 +229,20 @@ def gpu_main(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  {name} bare sweep: {sweep['by_batch']}", flush=True)
             rows = [
                 row
-                for layout in LAYOUTS
+                for layout in layouts
                 for row in _layout_rows(args, name, layout, device, tmp, sweep)
             ]
-            results.append({**_summary(name, rows), "bare_sweep": sweep})
+            results.append({**_summary(name, rows, layouts), "bare_sweep": sweep})
+            if on_result is not None:
+                on_result({"gpu": results, "device": str(device), "dtype": str(dtype)})
     _print(results, device, dtype, args)
     return {"gpu": results, "device": str(device), "dtype": str(dtype)}
 
 
-def _summary(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(name: str, rows: list[dict[str, Any]], measured: list[str]) -> dict[str, Any]:
     bare = statistics.median(r["bare"]["best_images_s"] for r in rows)
     layouts = {}
-    for layout in LAYOUTS:
+    for layout in measured:
         mine = [r for r in rows if r["layout"] == layout]
         images = statistics.median(r["images_s"] for r in mine)
         mibs = [r["gpu_mib"] for r in mine if r["gpu_mib"] is not None]
@@ -254,7 +264,9 @@ def _summary(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "layouts": layouts,
         "faster_layout": best,
         "target_fraction": target,
-        "pass": None if target is None else layouts["shared"]["percent_of_bare"] >= 100 * target,
+        "pass": None
+        if target is None or "shared" not in layouts
+        else layouts["shared"]["percent_of_bare"] >= 100 * target,
         "rows": rows,
     }
 

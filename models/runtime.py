@@ -85,6 +85,9 @@ def resolve_device(name: str) -> torch.device:
         raise RuntimeError(f"device {name} asked for, but CUDA is not available")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cuda" and device.index >= (count := torch.cuda.device_count()):
+        # Else the first CUDA call fails later with "invalid device ordinal", far from why.
+        raise RuntimeError(f"device {name} asked for, but there are {count} CUDA device(s)")
     return device
 
 

@@ -259,6 +259,68 @@ async def test_a_limit_holds_later_batches_to_it() -> None:
     await b.stop()
 
 
+async def test_a_limit_may_grow_back_up_to_the_size_the_batcher_was_made_with() -> None:
+    fn = Recorder()
+    b = _batcher(fn, max_batch_size=8)
+    b.limit(2)
+    b.limit(4)  # the predictor found room again
+    assert torch.equal(await b.enqueue(_x(8)), _x(8) * 2)
+    b.limit(100)
+    assert b.max_batch_size == 8
+    assert torch.equal(await b.enqueue(_x(8)), _x(8) * 2)
+    assert fn.sizes == [4, 4, 8]
+    await b.stop()
+
+
+class _Hung:
+    """A batch a hung GPU never finishes: ``wait`` blocks until the test lets it go."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def wait(self) -> Tensor:
+        self.release.wait()
+        raise RuntimeError("released at the end of the test")
+
+
+@pytest.mark.timeout(30)  # a stop that joins a stuck thread would hang: fail instead
+@pytest.mark.parametrize("where", ["wait", "launch"])
+async def test_the_watchdog_takes_a_hung_batch_for_a_lost_device(where: str) -> None:
+    release = threading.Event()
+    lost: list[DeviceLost] = []
+
+    def hang(x: Tensor) -> _Hung:
+        if where == "launch":  # the model thread itself is stuck (a full ring's synchronize)
+            release.wait()
+        return _Hung(release)
+
+    b = _batcher(hang, depth=2, deadline_s=0.3, on_lost=lost.append)  # type: ignore[arg-type]
+    try:
+        started = time.perf_counter()
+        first, second = b.enqueue(_x(2)), b.enqueue(_x(1))
+        with pytest.raises(DeviceLost, match="watchdog"):
+            await asyncio.wait_for(first, 5)
+        assert 0.3 <= time.perf_counter() - started < 2
+        with pytest.raises((DeviceLost, ServiceError)):
+            await asyncio.wait_for(second, 5)
+        assert len(lost) == 1 and b.lost is lost[0]
+        with pytest.raises(ServiceError):  # refused: the process is to be replaced
+            b.enqueue(_x(1))
+        await asyncio.wait_for(b.stop(), 2)  # does not wait for the stuck threads
+    finally:
+        release.set()
+
+
+async def test_without_a_deadline_a_slow_batch_is_only_slow() -> None:
+    b = _batcher(Recorder(delay_s=0.3), deadline_s=None)
+    assert torch.equal(await b.enqueue(_x(2)), _x(2) * 2)
+    assert b.lost is None
+    await b.stop()
+    with pytest.raises(ValueError, match="deadline_s"):
+        DynamicBatcher(Recorder(), name="t", max_batch_size=1, max_delay_s=0, max_queue=1,
+                       deadline_s=0)  # fmt: skip
+
+
 async def test_batchers_can_share_one_model_thread() -> None:
     thread = ModelThread("shared")
     fa, fb = Recorder(), Recorder()

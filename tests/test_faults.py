@@ -15,6 +15,7 @@ import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+import app.engine.host
 import app.engine.loading
 import app.engine.local
 import app.frontend.uploads
@@ -130,6 +131,36 @@ async def test_a_lost_device_takes_readiness_down_and_ends_the_worker(
         assert ended and "device failed" in ended[0]
         r = await c.post("/predict/lenet", files={"files": seven})  # another replica can answer
         assert r.status_code == 503 and r.json()["type"] == "/problems/shutting-down"
+
+
+async def test_a_hung_batch_takes_readiness_down_and_ends_the_worker(
+    monkeypatch: pytest.MonkeyPatch, seven: bytes
+) -> None:
+    ended: list[str] = []
+    monkeypatch.setattr(app.engine.local, "fail_process", ended.append)  # not SIGTERM: tests
+    # The watchdog is on CUDA only; here it watches the CPU model, with a short deadline.
+    monkeypatch.setattr(app.engine.host, "watchdog_s", lambda settings, device: 0.5)
+    release = threading.Event()  # lets the stuck thread go once the test is over
+
+    class Hung:
+        def wait(self) -> torch.Tensor:
+            release.wait()
+            raise RuntimeError("released")
+
+    application = create_app(settings(models=("lenet",)))
+    try:
+        async with _client(application) as c:
+            assert (await c.get("/health/ready")).status_code == 200
+            _wrap_model(application, "lenet", lambda fn: lambda x: Hung())
+            started = time.perf_counter()
+            r = await asyncio.wait_for(c.post("/predict/lenet", files={"files": seven}), 10)
+            assert r.status_code == 500 and r.json()["type"] == "/problems/inference-failed"
+            assert time.perf_counter() - started < 5
+            assert (await c.get("/health/ready")).status_code == 503
+            assert ended and "device failed" in ended[0] and "watchdog" in ended[0]
+        # The lifespan ended although a thread is still stuck in the "device".
+    finally:
+        release.set()
 
 
 def test_out_of_memory_splits_the_batch() -> None:

@@ -12,7 +12,7 @@ from torch import Tensor
 import app.engine.host
 import app.engine.loading
 from app.engine.batching import DeviceLost
-from app.engine.host import ModelHost
+from app.engine.host import WATCHDOG_MIN_S, ModelHost
 from app.metrics import Metrics
 from models.checkpoint import LoadedCheckpoint
 from tests.helpers import settings
@@ -27,8 +27,8 @@ class FakeCudaPredictor:
     def __init__(
         self, ckpt: LoadedCheckpoint, device: torch.device, dtype: torch.dtype, max_batch: int
     ) -> None:
-        self.device, self.dtype, self.on_shrink = device, dtype, None
-        self.fits = max_batch
+        self.device, self.dtype, self.on_resize = device, dtype, None
+        self.fits = self.max_batch = max_batch
         self._saw("placed")
 
     def _saw(self, what: str) -> None:
@@ -79,7 +79,10 @@ async def test_on_cuda_each_model_is_placed_warmed_and_run_in_its_own_thread(
         assert seen["placed"] == seen["warmed"] == seen["ran"] == each
         assert {h.batcher.depth for h in host.hosted.values()} == {2}
         assert {h.batcher.max_batch_size for h in host.hosted.values()} == {8}
+        assert {h.batcher.largest for h in host.hosted.values()} == {conf.max_batch_size}
         assert {h.card.max_batch_size for h in host.hosted.values()} == {conf.max_batch_size}
+        watchdog = max(WATCHDOG_MIN_S, conf.request_timeout_s)  # on CUDA only
+        assert {h.batcher.deadline_s for h in host.hosted.values()} == {watchdog}
     finally:
         await host.stop()
     assert [t.name for t in threads] == ["model-lenet-v1", "model-mnist_cnn-v1"]
@@ -103,6 +106,7 @@ async def test_on_the_cpu_models_are_warmed_beside_the_shared_thread_and_calibra
         monkeypatch.setattr(Predictor, step, recorded)
     host = await ModelHost.start(settings(models=("lenet", "mnist_cnn")), Metrics(), 1)
     try:
+        assert {h.batcher.deadline_s for h in host.hosted.values()} == {None}  # no watchdog
         assert seen["calibrate"] == ["models-cpu", "models-cpu"]
         assert len(seen["warm_up"]) == 2 and "models-cpu" not in seen["warm_up"]
     finally:

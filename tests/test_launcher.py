@@ -116,12 +116,13 @@ def test_losing_the_model_owner_stops_the_service_with_an_error(
         server.stop()
 
 
-def _start_losing(tmp_path: Path, **env: str) -> Server:
-    """The service of tests/device_lost_service.py: lenet loses its device on 3 images."""
+def _start_losing(tmp_path: Path, fault: str = "lost", **env: str) -> Server:
+    """The service of tests/device_lost_service.py: lenet loses its device on 3 images (or,
+    ``fault="hang"``, its batch of 3 never completes and the watchdog takes it for lost)."""
     port = free_port()
     command = [sys.executable, str(ROOT / "tests" / "device_lost_service.py"), "--port", str(port)]
     settings = {"WEIGHTS_DIR": str(WEIGHTS), "DEVICE": "cpu", "MODELS": "lenet"}
-    settings |= {"FAULT": "lost", "PYTHONPATH": str(ROOT), **env}
+    settings |= {"FAULT": fault, "PYTHONPATH": str(ROOT), **env}
     return start_server(
         "service", command, settings, "/health/ready", port=port, log=tmp_path / "service.log"
     )
@@ -131,11 +132,14 @@ def _three(seven: bytes) -> list[tuple[str, tuple[str, bytes]]]:
     return [("files", (f"{i}.png", seven)) for i in range(3)]
 
 
-@pytest.mark.parametrize(("engine", "workers"), [("shared", "2"), ("worker", "1")])
+@pytest.mark.parametrize(
+    ("engine", "workers", "fault"),
+    [("shared", "2", "lost"), ("worker", "1", "lost"), ("shared", "2", "hang")],
+)
 def test_a_lost_device_stops_the_service_with_an_error(
-    tmp_path: Path, seven: bytes, engine: str, workers: str
+    tmp_path: Path, seven: bytes, engine: str, workers: str, fault: str
 ) -> None:
-    server = _start_losing(tmp_path, ENGINE=engine, WORKERS=workers)
+    server = _start_losing(tmp_path, fault, ENGINE=engine, WORKERS=workers)
     try:
         family = process_tree(server.proc.pid)
         r = httpx.post(server.url + "/predict/lenet", files=_three(seven), timeout=30)

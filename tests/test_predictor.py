@@ -8,7 +8,16 @@ import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from app.engine.predictor import RING, Predictor, bucket_sizes, device_lost
+import app.engine.predictor
+from app.engine.predictor import (
+    RING,
+    Predictor,
+    _CudaPending,
+    _Ring,
+    allocation_failure,
+    bucket_sizes,
+    device_lost,
+)
 from models import runtime
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
 from tests.helpers import WEIGHTS, random_checkpoint
@@ -27,8 +36,9 @@ class FakeStaging:
     """The CUDA staging ring's bookkeeping on the CPU, with a GPU that holds ``fits`` images:
     which slot each launch used, which slots are in flight, what a failed forward held."""
 
-    def __init__(self, fits: int) -> None:
+    def __init__(self, fits: int, error: str | None = None) -> None:
         self.fits, self.next = fits, 0
+        self.error = error  # a RuntimeError's message (cuBLAS, cuDNN); None: OutOfMemoryError
         self.launched: list[tuple[int, int]] = []  # (slot, images)
         self.in_flight: set[int] = set()
         self.held: list[weakref.ref[Tensor]] = []  # a failed forward's activations
@@ -43,6 +53,8 @@ class FakeStaging:
         if digits.shape[0] > self.fits:
             activations = torch.empty(1 << 16)
             self.held.append(weakref.ref(activations))
+            if self.error is not None:
+                raise RuntimeError(self.error)
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         self.launched.append((k, int(digits.shape[0])))
         self.in_flight.add(k)
@@ -62,7 +74,7 @@ def test_out_of_memory_recovers_at_the_largest_size_that_fits_and_keeps_it(
     staging = FakeStaging(fits=16)
     predictor._cuda = staging  # type: ignore[assignment]
     held_to: list[int] = []
-    predictor.on_shrink = held_to.append
+    predictor.on_resize = held_to.append
     x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
 
     other = predictor.launch(x[:8])  # the batch the wait thread still waits for: slot 0
@@ -85,6 +97,95 @@ def test_out_of_memory_on_one_image_fails_the_batch(lenet: LoadedCheckpoint) -> 
     with pytest.raises(torch.OutOfMemoryError):
         predictor.launch(torch.zeros((4, 1, 28, 28), dtype=torch.uint8))
     assert predictor.fits == 1
+
+
+# What cuBLAS and cuDNN raise when they cannot allocate (a RuntimeError, not OutOfMemoryError).
+CUBLAS = "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
+CUDNN = "cuDNN error: CUDNN_STATUS_ALLOC_FAILED"
+
+
+@pytest.mark.parametrize("message", [CUBLAS, CUDNN, "CUDA error: out of memory"])
+def test_a_library_allocation_failure_shrinks_the_batch_as_out_of_memory_does(
+    lenet: LoadedCheckpoint, message: str
+) -> None:
+    predictor = Predictor(lenet, torch.device("cpu"), torch.float32, 64)
+    reference = Predictor(lenet, torch.device("cpu"), torch.float32, 64)
+    predictor._cuda = FakeStaging(fits=16, error=message)  # type: ignore[assignment]
+    held_to: list[int] = []
+    predictor.on_resize = held_to.append
+    x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
+    assert torch.allclose(predictor(x), reference(x), atol=1e-6)
+    assert predictor.fits == 16 and held_to == [32, 16]
+    assert allocation_failure(RuntimeError(message))
+
+
+def test_an_error_that_is_no_allocation_failure_fails_the_batch_unsplit(
+    lenet: LoadedCheckpoint,
+) -> None:
+    predictor = Predictor(lenet, torch.device("cpu"), torch.float32, 64)
+    other = "CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasSgemm`"
+    predictor._cuda = FakeStaging(fits=16, error=other)  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="EXECUTION_FAILED"):
+        predictor(torch.zeros((64, 1, 28, 28), dtype=torch.uint8))
+    assert predictor.fits == 64
+    assert not allocation_failure(RuntimeError(other))
+    assert not allocation_failure(ValueError("out of memory"))
+
+
+def test_fits_grows_back_after_full_batches_and_shrinks_again_if_still_short(
+    lenet: LoadedCheckpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grow_after = 4  # GROW_AFTER, small: the logic is tested, not the count
+    monkeypatch.setattr(app.engine.predictor, "GROW_AFTER", grow_after)
+    predictor = Predictor(lenet, torch.device("cpu"), torch.float32, 64)
+    staging = FakeStaging(fits=16)
+    predictor._cuda = staging  # type: ignore[assignment]
+    sizes: list[int] = []
+    predictor.on_resize = sizes.append
+    x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
+    predictor(x)
+    assert predictor.fits == 16 and sizes == [32, 16]
+    staging.fits = 32  # memory came back, partly (another model's batch is over)
+    for _ in range(grow_after - 1):
+        predictor(x[:16])
+        predictor(x[:3])  # not full: proves nothing about 16
+    assert predictor.fits == 16
+    predictor(x[:16])
+    assert predictor.fits == 32 and sizes[-1] == 32  # the batcher hears it too
+    for _ in range(grow_after):
+        predictor(x[:32])
+    assert predictor.fits == 64  # tried again
+    predictor(x)
+    assert sizes[-2:] == [64, 32] and predictor.fits == 32  # 64 failed: held to 32 again
+    staging.fits = 64
+    for _ in range(grow_after):
+        predictor(x[:32])
+    assert predictor.fits == 64 and sizes[-1] == 64
+    for _ in range(grow_after):
+        predictor(x)
+    assert predictor.fits == 64 and sizes[-1] == 64  # never beyond MAX_BATCH_SIZE
+
+
+class _Done:
+    """An event that has already happened (the GPU finished)."""
+
+    def synchronize(self) -> None:
+        pass
+
+
+def test_the_ring_collects_a_batch_before_its_slot_is_reused() -> None:
+    ring = _Ring(RING)
+    buffers = [torch.zeros(4) for _ in range(RING)]  # the pinned output buffers
+    pendings = []
+    for i in range(RING + 2):  # more batches in flight than the ring has slots
+        k = ring.take()
+        buffers[k].fill_(i)  # the GPU writes batch i's rows into slot k
+        pending = _CudaPending(torch.device("cpu"), _Done(), buffers[k])  # type: ignore[arg-type]
+        ring.hold(k, pending)
+        pendings.append(pending)
+    for i, pending in enumerate(pendings):  # each still gets its own rows, not a later batch's
+        assert torch.equal(pending.wait(), torch.full((4,), float(i))), i
+    assert pendings[0].wait() is pendings[0].wait()  # collected once
 
 
 def test_cuda_batches_are_padded_to_a_few_sizes() -> None:
@@ -188,8 +289,11 @@ def test_every_thread_binds_to_one_explicit_gpu(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(torch.cuda, "set_device", bound.append)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert runtime.resolve_device("cuda") == torch.device("cuda", 0)  # the index made explicit
     assert runtime.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(RuntimeError, match="cuda:2 asked for, but there are 2 CUDA device"):
+        runtime.resolve_device("cuda:2")
     runtime.bind_thread(torch.device("cuda", 1))
     runtime.bind_thread(torch.device("cuda"))  # no index: the thread's current device, as is
     runtime.bind_thread(torch.device("cpu"))

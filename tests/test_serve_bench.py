@@ -84,7 +84,7 @@ def test_every_results_file_names_its_commit_and_command(
     mode: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(serve_bench, "cpu_main", lambda args: {"figures": "cpu"})
-    monkeypatch.setattr(serve_gpu, "gpu_main", lambda args: {"figures": "gpu"})
+    monkeypatch.setattr(serve_gpu, "gpu_main", lambda args, on_result: {"figures": "gpu"})
     out = tmp_path / "result file.json"
     serve_bench.main([*mode, "--servers", "ours", "--json", str(out)])
     result = json.loads(out.read_text())
@@ -92,6 +92,20 @@ def test_every_results_file_names_its_commit_and_command(
     assert len(result["commit"]) == 40 and isinstance(result["dirty"], bool)
     given = shlex.join([*mode, "--servers", "ours", "--json", str(out)])
     assert result["command"] == f"python -m benchmarks.serve_bench {given}"
+
+
+def test_the_gpu_json_keeps_the_models_measured_before_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def alexnet_then_fail(args: object, on_result: object) -> dict[str, object]:
+        on_result({"gpu": [{"model": "alexnet"}], "device": "cuda:0"})  # type: ignore[operator]
+        raise RuntimeError("vgg16's service did not start")
+
+    monkeypatch.setattr(serve_gpu, "gpu_main", alexnet_then_fail)
+    out = tmp_path / "serve_gpu.json"
+    with pytest.raises(RuntimeError):
+        serve_bench.main(["--gpu", "--json", str(out)])
+    assert json.loads(out.read_text())["gpu"] == [{"model": "alexnet"}]  # written at once
 
 
 def test_provenance_names_the_commit_and_the_command_as_given(

@@ -11,7 +11,10 @@ blocks until they are ready (a CUDA batch still running): then a second thread w
 while the model thread launches the next batch, up to ``depth`` batches in flight.
 
 A model call that fails fails its batch only, unless it raises :class:`DeviceLost`: then nothing
-more can run, so the batcher refuses new work, fails what is queued and tells ``on_lost``.
+more can run, so the batcher refuses new work, fails what is queued and tells ``on_lost``. With
+a ``deadline_s`` (the watchdog, on CUDA), a batch that has not completed that long after its
+launch began counts as DeviceLost too: a hung GPU blocks its threads for good, so the process
+must be replaced, not waited for.
 """
 
 import asyncio
@@ -69,10 +72,12 @@ class ModelThread:
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(_settle, future, result, error)
 
-    def stop(self) -> None:
-        """Finish the calls already handed over, then end the thread."""
+    def stop(self, wait: bool = True) -> None:
+        """Finish the calls already handed over, then end the thread (``wait=False``: do not
+        wait for that; a thread stuck on a hung device never ends, and is a daemon)."""
         self._calls.put(None)
-        self._thread.join()
+        if wait:
+            self._thread.join()
 
 
 def _settle(future: "asyncio.Future[Any]", result: Any, error: BaseException | None) -> None:
@@ -160,10 +165,11 @@ class DynamicBatcher:
         on_batch: Callable[[BatchStats], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
         on_lost: Callable[[DeviceLost], None] | None = None,
+        deadline_s: float | None = None,
     ) -> None:
         """``thread`` runs the model calls; models of one process on the CPU share one (they
         share its cores anyway); by default the batcher has its own. ``on_lost`` hears once
-        that the device was lost."""
+        that the device was lost; ``deadline_s`` is the watchdog's (None: no watchdog)."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_delay_s < 0:
@@ -172,7 +178,10 @@ class DynamicBatcher:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
-        self.fn, self.name = fn, name
+        if deadline_s is not None and deadline_s <= 0:
+            raise ValueError(f"deadline_s must be > 0, got {deadline_s}")
+        self.fn, self.name, self.deadline_s = fn, name, deadline_s
+        self.largest = max_batch_size  # what limit() may give back
         self.max_batch_size, self.max_delay_s = max_batch_size, max_delay_s
         self.max_queue, self.depth = max_queue, depth
         self._on_batch, self._on_depth, self._on_lost = on_batch, on_depth, on_lost
@@ -199,8 +208,9 @@ class DynamicBatcher:
             self._on_depth(n)
 
     def limit(self, n: int) -> None:
-        """Take at most ``n`` rows per batch from now on (the model ran out of memory above)."""
-        self.max_batch_size = max(1, min(self.max_batch_size, n))
+        """Take at most ``n`` rows per batch from now on (what the model's memory holds now),
+        never more than ``max_batch_size`` was made with."""
+        self.max_batch_size = max(1, min(self.largest, n))
 
     def check_room(self, n: int) -> None:
         """Refuse now (QUEUE_FULL) if ``n`` more images would not fit."""
@@ -323,7 +333,7 @@ class DynamicBatcher:
         ]
         inputs = parts[0] if len(parts) == 1 else torch.cat(parts)
         try:
-            out = await self._model_thread.call(self.fn, inputs)
+            out = await self._watched(self._model_thread.call(self.fn, inputs), started)
         except Exception as exc:  # fails this batch (and, DeviceLost, the batcher)
             self._fail(batch, exc, started)
             return
@@ -336,7 +346,7 @@ class DynamicBatcher:
 
         async def wait(pending: Pending) -> None:
             try:
-                rows = await waiter.call(pending.wait)
+                rows = await self._watched(waiter.call(pending.wait), started)
             except Exception as exc:
                 self._fail(batch, exc, started)
             else:
@@ -345,6 +355,20 @@ class DynamicBatcher:
         task = asyncio.get_running_loop().create_task(wait(out))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+
+    async def _watched(self, call: "asyncio.Future[Any]", started: float) -> Any:
+        """``call``'s result, or DeviceLost once the batch begun at ``started`` has taken
+        longer than the watchdog's deadline (the thread running it is left stuck)."""
+        if self.deadline_s is None:
+            return await call
+        left = max(0.0, started + self.deadline_s - time.perf_counter())
+        try:
+            return await asyncio.wait_for(call, left)
+        except TimeoutError:
+            raise DeviceLost(
+                f"{self.name}: a batch did not complete within {self.deadline_s:g} s "
+                "(the watchdog): the device is taken for hung"
+            ) from None
 
     def _check_and_finish(
         self, batch: list[_Slice], inputs: Tensor, outputs: Tensor, started: float
@@ -385,10 +409,11 @@ class DynamicBatcher:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        hung = self.lost is not None  # the threads may be stuck in the device for good
         if self._own_thread:
-            self._model_thread.stop()
+            self._model_thread.stop(wait=not hung)
         if self._wait_thread is not None:
-            self._wait_thread.stop()
+            self._wait_thread.stop(wait=not hung)
 
 
 def _size(batch: list[_Slice]) -> int:

@@ -7,8 +7,9 @@ validates and warms what is new or changed off the event loop, and only then swa
 catalogue in one step: a version serves once it is warm, and a file that fails validation never
 replaces the one that served. Versions that left (removed, or replaced by a new file) are
 *retiring*: they still take what a frontend resolved before the swap until :meth:`retire` lets
-them finish what they accepted and frees them. A lost device (DeviceLost) is told once through
-``on_lost``: the process that holds it cannot serve any more and ends.
+them finish what they accepted and frees them. A lost device (DeviceLost, or on CUDA
+a batch the watchdog saw hang) is told once through ``on_lost``: the process that holds it
+cannot serve any more and ends.
 """
 
 import asyncio
@@ -48,6 +49,16 @@ from models.weights import Scan, VersionFile, scan
 
 log = logging.getLogger(__name__)
 Key = tuple[str, int]  # (model, version)
+WATCHDOG_MIN_S = 10.0  # an H100 runs VGG19's largest batch in well under a second
+
+
+def watchdog_s(settings: Settings, device: torch.device) -> float | None:
+    """How long a CUDA batch may run before the device is taken for hung: as long as a request
+    may wait (every request in the batch has given up by then), and never under 10 s. None on
+    the CPU, where a batch is slow, never hung, and a big one may take seconds."""
+    if device.type != "cuda":
+        return None
+    return max(WATCHDOG_MIN_S, settings.request_timeout_s)
 
 
 @dataclass(eq=False)
@@ -217,7 +228,8 @@ class ModelHost:
         if thread is not self.cpu_thread:
             self.threads.append(thread)
         batcher = self._batcher(name, version, predictor, thread)
-        predictor.on_shrink = batcher.limit
+        batcher.limit(predictor.fits)  # below MAX_BATCH_SIZE if warm-up ran out of memory
+        predictor.on_resize = batcher.limit
         took = time.perf_counter() - started
         log.info("loaded %s version %d on %s (%s) in %.2f s", name, version, self.device,
                  predictor.dtype, took)  # fmt: skip
@@ -238,7 +250,7 @@ class ModelHost:
         return DynamicBatcher(
             predictor.launch,
             name=f"{name} v{version}",
-            max_batch_size=predictor.fits,  # below MAX_BATCH_SIZE if warm-up ran out of memory
+            max_batch_size=predictor.max_batch,
             max_delay_s=self.settings.max_batch_delay_ms / 1000,
             max_queue=self.settings.max_queue,
             depth=predictor.depth,
@@ -246,6 +258,7 @@ class ModelHost:
             on_batch=on_batch,
             on_depth=depth,
             on_lost=self._lose,
+            deadline_s=watchdog_s(self.settings, self.device),
         )
 
     async def retire(self) -> None:
@@ -260,9 +273,9 @@ class ModelHost:
             if hosted.thread is not self.cpu_thread:
                 self.threads.remove(hosted.thread)
                 await asyncio.to_thread(hosted.thread.stop)
-            # The predictor (on_shrink) and its batcher hold each other: a cycle only the
+            # The predictor (on_resize) and its batcher hold each other: a cycle only the
             # collector frees, which never looks at what start-up built (gc.freeze, app/main.py).
-            hosted.predictor.on_shrink = None
+            hosted.predictor.on_resize = None
             del hosted
         listed = self.catalog.items()
         self.metrics.keep_only({(n, str(v)) for n, m in listed for v in m.versions})
@@ -296,5 +309,4 @@ class ModelHost:
         every = [*self.hosted.values(), *self.retiring.values()]
         await asyncio.gather(*(h.batcher.stop() for h in every))
         for thread in self.threads:
-            thread.stop()
-
+            thread.stop(wait=self.lost is None)  # after a hung device it never ends

@@ -9,12 +9,16 @@ to the next of a few sizes (powers of two, and the largest), so that warm-up can
 kernels and plans of every size a batch will have.
 
 Every thread that touches CUDA makes the model's device its own first (``bind_thread``); an
-error after which the device runs nothing more becomes :class:`DeviceLost`.
+error after which the device runs nothing more becomes :class:`DeviceLost`. An allocation that
+fails (out of memory, or cuBLAS/cuDNN failing to allocate its workspace) runs the batch in pieces
+and holds later batches to the size that fitted, until enough full batches have passed to try
+twice that again.
 """
 
 import contextlib
 import copy
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +33,11 @@ from models.runtime import bind_thread
 
 log = logging.getLogger(__name__)
 
-RING = 3  # staging buffers: the batcher keeps at most 2 batches in flight
+RING = 3  # staging buffers; a slot whose batch was not collected yet is collected before reuse
+GROW_AFTER = 64  # full batches at a shrunken size before twice that size is tried again
+# What CUDA libraries raise, as a plain RuntimeError, when they cannot allocate memory (the
+# caching allocator raises torch.OutOfMemoryError; cuBLAS and cuDNN allocate on their own).
+ALLOCATION_FAILURES = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
 CALIBRATE_UP_TO = 8  # above this batch size, channels_last with oneDNN always won here
 CALIBRATE_BUDGET_S = 0.02  # models slower than this per image skip calibration (VGG on a CPU)
 
@@ -58,13 +66,21 @@ def bucket_sizes(max_batch: int) -> list[int]:
     return [*(1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch), max_batch]
 
 
+def allocation_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out: the batch may fit in smaller pieces."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(s in text for s in ALLOCATION_FAILURES)
+
+
 def device_lost(
     exc: BaseException, device: torch.device, probe: Callable[[], object] | None = None
 ) -> bool:
     """Whether ``exc`` left ``device`` unable to run anything: a CUDA error other than out of
     memory after which the device no longer synchronises (an illegal address, a device-side
     assert poison the context). On the CPU an error only ever fails its own batch."""
-    if device.type != "cuda" or isinstance(exc, torch.OutOfMemoryError):
+    if device.type != "cuda" or allocation_failure(exc):
         return False
     if not isinstance(exc, RuntimeError):
         return False
@@ -95,8 +111,10 @@ class Predictor:
         self.device, self.dtype = device, dtype
         self.transform = ckpt.transform
         self.temperature = ckpt.meta.temperature  # calibration: softmax(logits / temperature)
+        self.max_batch = max_batch
         self.fits = max_batch  # the largest batch known to fit in memory
-        self.on_shrink: Callable[[int], None] | None = None  # hears each new, smaller ``fits``
+        self._full_since_shrink = 0  # batches of ``fits`` rows that ran since it last changed
+        self.on_resize: Callable[[int], None] | None = None  # hears each new ``fits``
         bind_thread(device)
         # channels_last is faster on CUDA, and on the CPU for batches (lenet 45 -> 31 us/image
         # at batch 64, mnist_cnn 342 -> 224, one thread, oneDNN); for a single image on the
@@ -165,21 +183,40 @@ class Predictor:
     def launch(self, digits: Tensor) -> Tensor | Pending:
         """Start one batch: the probabilities (CPU), or a Pending for them (CUDA).
 
-        Out of memory, the batch runs in pieces of the largest size that fits, and later
-        batches are held to it (``on_shrink``).
+        When an allocation fails, the batch runs in pieces of the largest size that fits, and
+        later batches are held to it (``on_resize``) until GROW_AFTER full batches have run.
         """
         bind_thread(self.device)
         with _device_errors(self.device):
             slot = None if self._cuda is None else self._cuda.take()
-            if digits.shape[0] <= self.fits:
+            n = int(digits.shape[0])
+            if n <= self.fits:
                 try:
-                    return self._start(digits, slot)
-                except torch.OutOfMemoryError:
-                    if digits.shape[0] == 1:
+                    out = self._start(digits, slot)
+                except RuntimeError as exc:  # torch.OutOfMemoryError is one
+                    if n == 1 or not allocation_failure(exc):
                         raise
+                else:
+                    self._ran(n)
+                    return out
                 # Out of the except clause: its traceback held the failed forward's tensors.
-                self._shrink(int(digits.shape[0]))
+                self._shrink(n)
             return self._in_pieces(digits, slot)
+
+    def _ran(self, n: int) -> None:
+        """A batch of ``n`` ran: after GROW_AFTER full ones, try twice the size again (the
+        memory that was short may have been another model's batch, since finished)."""
+        if self.fits >= self.max_batch or n < self.fits:
+            return
+        self._full_since_shrink += 1
+        if self._full_since_shrink >= GROW_AFTER:
+            self._resize(min(self.max_batch, 2 * self.fits))
+            log.info("batches of up to %d on %s again", self.fits, self.device)
+
+    def _resize(self, fits: int) -> None:
+        self.fits, self._full_since_shrink = fits, 0
+        if self.on_resize is not None:
+            self.on_resize(fits)
 
     def _start(self, digits: Tensor, slot: int | None) -> Tensor | Pending:
         if slot is None or self._cuda is None:
@@ -195,8 +232,8 @@ class Predictor:
             piece = digits[start : start + self.fits]
             try:
                 out = self._start(piece, slot)
-            except torch.OutOfMemoryError:
-                if piece.shape[0] == 1:
+            except RuntimeError as exc:
+                if piece.shape[0] == 1 or not allocation_failure(exc):
                     raise
                 out = None
             if out is None:
@@ -208,7 +245,7 @@ class Predictor:
 
     def _shrink(self, failed: int) -> None:
         """Hold batches below ``failed`` rows, a power of two, and give the memory back."""
-        self.fits = min(self.fits, 1 << ((failed - 1).bit_length() - 1))
+        self._resize(min(self.fits, 1 << ((failed - 1).bit_length() - 1)))
         log.warning(
             "out of memory on a batch of %d on %s; batches of at most %d from now on",
             failed,
@@ -217,8 +254,6 @@ class Predictor:
         )
         if self._cuda is not None:
             torch.cuda.empty_cache()
-        if self.on_shrink is not None:
-            self.on_shrink(self.fits)
 
     def __call__(self, digits: Tensor) -> Tensor:
         """Run one batch to the end: N x classes probabilities on the CPU."""
@@ -227,14 +262,49 @@ class Predictor:
 
 
 class _CudaPending:
-    def __init__(self, device: torch.device, done: torch.cuda.Event, rows: Tensor) -> None:
+    """One launched batch: its rows, in a pinned buffer of the ring until collected."""
+
+    def __init__(self, device: torch.device, done: "torch.cuda.Event", rows: Tensor) -> None:
         self.device, self.done, self.rows = device, done, rows
+        self._lock = threading.Lock()  # the wait thread and the ring may collect at once
+        self._collected: Tensor | None = None
+
+    def collect(self) -> Tensor:
+        """Wait for the batch and copy its rows out of the ring's buffer (once)."""
+        with self._lock:
+            if self._collected is None:
+                bind_thread(self.device)
+                with _device_errors(self.device):
+                    self.done.synchronize()  # a blocking event: the thread sleeps meanwhile
+                self._collected = self.rows.clone()  # the buffer goes back to the ring
+                self.rows = self._collected
+            return self._collected
 
     def wait(self) -> Tensor:
-        bind_thread(self.device)
-        with _device_errors(self.device):
-            self.done.synchronize()  # a blocking event: the thread sleeps until the GPU is done
-        return self.rows.clone()  # the pinned buffer is reused by a later batch
+        """The batch's rows, once the GPU is done with it."""
+        return self.collect()
+
+
+class _Ring:
+    """The slots of the staging ring, in turn. A slot is handed out again only once the batch
+    it held is collected: if nobody has waited for it yet, the ring collects it itself, so a
+    batcher that keeps RING or more batches in flight gets slower, never wrong rows."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.next = size, 0
+        self.held: list[_CudaPending | None] = [None] * size
+
+    def take(self) -> int:
+        """The next slot, its previous batch over and its rows copied out."""
+        k, self.next = self.next, (self.next + 1) % self.size
+        previous, self.held[k] = self.held[k], None
+        if previous is not None:
+            previous.collect()
+        return k
+
+    def hold(self, k: int, pending: _CudaPending) -> None:
+        """Slot ``k`` holds ``pending``'s input and rows until it is collected."""
+        self.held[k] = pending
 
 
 class _CudaStaging:
@@ -254,21 +324,17 @@ class _CudaStaging:
         self.outputs = [
             torch.empty((capacity, classes), dtype=torch.float32).pin_memory() for _ in range(RING)
         ]
-        self.done: list[torch.cuda.Event | None] = [None] * RING
-        self.next = 0
+        self.ring = _Ring(RING)
 
     def take(self) -> int:
-        """The next slot of the ring: the batch it held is over (fewer than RING in flight)."""
-        k, self.next = self.next, (self.next + 1) % RING
-        return k
+        """The next slot of the ring, free: the batch it held is over and collected."""
+        return self.ring.take()
 
     def launch(
         self, k: int, digits: Tensor, probabilities: Callable[[Tensor], Tensor]
     ) -> _CudaPending:
-        """Stage ``digits`` in slot ``k``, copy them over and launch the model on them."""
-        previous = self.done[k]
-        if previous is not None:
-            previous.synchronize()  # that batch's copies are over: its buffers are free
+        """Stage ``digits`` in slot ``k`` (free: see take), copy them over and launch the model
+        on them."""
         n = int(digits.shape[0])
         padded = next(size for size in self.sizes if size >= n)  # rows past n: ignored
         staged = self.inputs[k][:padded]
@@ -285,5 +351,6 @@ class _CudaStaging:
             out.copy_(probs[:n], non_blocking=True)
             done = torch.cuda.Event(blocking=True)
             done.record(self.compute_stream)
-        self.done[k] = done
-        return _CudaPending(self.device, done, out)
+        pending = _CudaPending(self.device, done, out)
+        self.ring.hold(k, pending)
+        return pending
