@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, Response, sync_playwright
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As a headless browser on a closed network should run: no calls home, no GPU.
@@ -47,12 +47,22 @@ class Watched:
     def __init__(self, page: Page) -> None:
         self.page = page
         self.failed: list[str] = []  # requests with no answer, or answered 4xx/5xx
+        self.refused: list[str] = []  # predictions answered 422 (an image judged not one digit)
         self.errors: list[str] = []
         page.on("requestfailed", lambda r: self.failed.append(r.url))
-        page.on("response", lambda r: self.failed.append(r.url) if r.status >= 400 else None)
+        page.on("response", self._answered)
         page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(str(e)))
 
+    def _answered(self, response: Response) -> None:
+        if response.status == 422 and "/predict/" in response.url:
+            self.refused.append(response.url)
+        elif response.status >= 400:
+            self.failed.append(response.url)
+
     def expect_clean(self) -> None:
-        """Every request answered 2xx/3xx and nothing went wrong in the page's scripts."""
-        assert self.failed == [] and self.errors == [], (self.failed, self.errors)
+        """Every request answered 2xx/3xx, or 422 for a drawing that is not (yet) one digit,
+        which the page shows as an answer; and nothing went wrong in the page's scripts (the
+        browser's own line for each 422 aside)."""
+        errors = [e for e in self.errors if "status of 422" not in e or not self.refused]
+        assert self.failed == [] and errors == [], (self.failed, errors)

@@ -207,7 +207,7 @@ def test_a_model_that_fails_to_start_keeps_readiness_down(
         assert ready.json() == {
             "ready": False,
             "models": {"lenet": "failed", "mnist_cnn": "ready"},
-            "versions": {"lenet": {"1": "failed"}, "mnist_cnn": {"1": "ready"}},
+            "versions": {"lenet": {"1": "failed"}, "mnist_cnn": {"1": "ready", "2": "ready"}},
         }
         info = c.get("/models/lenet").json()
         assert (

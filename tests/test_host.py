@@ -71,11 +71,11 @@ async def test_on_cuda_each_model_is_placed_warmed_and_run_in_its_own_thread(
     try:
         assert torch.get_num_threads() == 1  # no idle OpenMP pool spinning beside the frontends
         assert on_cuda == [False]  # DTYPE=float32 computes in float32
-        for name in ("lenet", "mnist_cnn"):
+        for name, version in host.hosted:
             zeros = torch.zeros((3, 1, 28, 28), dtype=torch.uint8)
-            assert (await host.enqueue(name, 1, zeros)).shape
+            assert (await host.enqueue(name, version, zeros)).shape
         seen = FakeCudaPredictor.threads
-        each = {"model-lenet-v1", "model-mnist_cnn-v1"}  # a thread per version
+        each = {"model-lenet-v1", "model-mnist_cnn-v1", "model-mnist_cnn-v2"}  # one per version
         assert seen["placed"] == seen["warmed"] == seen["ran"] == each
         assert {h.batcher.depth for h in host.hosted.values()} == {2}
         assert {h.batcher.max_batch_size for h in host.hosted.values()} == {8}
@@ -85,7 +85,7 @@ async def test_on_cuda_each_model_is_placed_warmed_and_run_in_its_own_thread(
         assert {h.batcher.deadline_s for h in host.hosted.values()} == {watchdog}
     finally:
         await host.stop()
-    assert [t.name for t in threads] == ["model-lenet-v1", "model-mnist_cnn-v1"]
+    assert [t.name for t in threads] == sorted(each)
     assert not any(t.is_alive() for t in threads)  # the host stops the threads it made
 
 
@@ -107,8 +107,9 @@ async def test_on_the_cpu_models_are_warmed_beside_the_shared_thread_and_calibra
     host = await ModelHost.start(settings(models=("lenet", "mnist_cnn")), Metrics(), 1)
     try:
         assert {h.batcher.deadline_s for h in host.hosted.values()} == {None}  # no watchdog
-        assert seen["calibrate"] == ["models-cpu", "models-cpu"]
-        assert len(seen["warm_up"]) == 2 and "models-cpu" not in seen["warm_up"]
+        versions = len(host.hosted)  # lenet 1, mnist_cnn 1 and 2
+        assert versions == 3 and seen["calibrate"] == ["models-cpu"] * versions
+        assert len(seen["warm_up"]) == versions and "models-cpu" not in seen["warm_up"]
     finally:
         await host.stop()
 

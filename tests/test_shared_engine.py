@@ -219,3 +219,19 @@ async def test_the_owner_keeps_a_version_until_every_frontend_has_the_new_catalo
         finally:
             await b.close()
             writer.close()
+
+
+async def test_versions_with_more_classes_share_one_slab(digits: np.ndarray) -> None:
+    # mnist_cnn version 2 has two outlier classes: the slab is as wide as it, and version 1's
+    # rows come back with its own ten.
+    async with owner(models=("mnist_cnn",)) as o:
+        client = await RemoteEngine.connect(o.socket, settings(models=("mnist_cnn",)))
+        try:
+            first = await client.classify("mnist_cnn", 1, digits[:5])
+            second = await client.classify("mnist_cnn", 2, digits[:5])
+            again = await client.classify("mnist_cnn", 1, digits[:5])  # no stale columns
+            assert first.shape == again.shape == (5, 10) and second.shape == (5, 12)
+            np.testing.assert_allclose(first.sum(1), 1, rtol=1e-5)
+            assert np.array_equal(first, again)
+        finally:
+            await client.close()

@@ -32,7 +32,7 @@ from app.engine.wire import (
 )
 from app.failures import Failure, queue_full
 from app.metrics import Metrics
-from app.serving.catalog import Model, ReloadReport, model_from_json
+from app.serving.catalog import Loaded, Model, ReloadReport, model_from_json
 
 log = logging.getLogger(__name__)
 Waiter = asyncio.Future[tuple[Outcome, bytes]]
@@ -104,6 +104,11 @@ class RemoteEngine:
             os.unlink(path)  # both sides have it mapped: nothing to clean up after a crash
         return cls(reader, writer, catalogue, Slab(memory, slots, classes), queues, metrics)
 
+    def _classes(self, name: str, version: int) -> int:
+        """How many classes a version has (the slab's rows are as wide as the widest)."""
+        served = self._catalog[name].versions.get(version) if name in self._catalog else None
+        return len(served.labels) if isinstance(served, Loaded) else self._slab.classes
+
     @property
     def catalog(self) -> dict[str, Model]:
         """Every listed model and its versions (as the owner last reported them)."""
@@ -140,8 +145,8 @@ class RemoteEngine:
                 self._writer.write(frame(Kind.CANCEL, CANCEL.pack(rid)))
             raise
         try:
-            if outcome == Outcome.OK:
-                return self._probs[first : first + n].copy()
+            if outcome == Outcome.OK:  # as many columns as the version has classes
+                return self._probs[first : first + n, : self._classes(name, version)].copy()
         finally:
             self._slots.free(first, n)
         if outcome == Outcome.FAILED:

@@ -213,7 +213,9 @@ class _Frontend:
             error = exc if isinstance(exc, ServiceError) else Failure.INFERENCE_FAILED.error()
             self.reply(rid, Outcome.FAILED, failure_payload(error))
         else:
-            self.probabilities[first : first + n] = future.result().numpy()
+            rows = future.result().numpy()  # this version's classes: the slab may hold more
+            self.probabilities[first : first + n, : rows.shape[1]] = rows
+            self.probabilities[first : first + n, rows.shape[1] :] = 0
             self.reply(rid, Outcome.OK)
 
     def cancel(self, rid: int) -> None:
