@@ -106,7 +106,7 @@ def test_digits_answer_as_predict_does(client: TestClient, digits: np.ndarray) -
     tensor = {"name": "digit", "datatype": "UINT8", "shape": [8, 28, 28]}
     flat = infer(client, "mnist_cnn", {"inputs": [{**tensor, "data": digits.ravel().tolist()}]})
     nested = infer(client, "mnist_cnn", {"inputs": [{**tensor, "data": digits.tolist()}]})
-    assert flat == nested and flat["model_name"] == "mnist_cnn" and flat["model_version"] == "1"
+    assert flat == nested and flat["model_name"] == "mnist_cnn" and flat["model_version"] == "2"
     (out,) = flat["outputs"]
     assert (out["name"], out["datatype"], out["shape"]) == ("probabilities", "FP32", [8, 10])
     got = np.array(out["data"], np.float32).reshape(8, 10)

@@ -190,7 +190,8 @@ def test_tritonclient_sees_an_image_that_is_not_a_digit_as_the_requests_error(
 ) -> None:
     drawn, _ = outliers.suite("nondigits/canvas", 40, 3)
     files = [("files", (f"{i}.png", f, "image/png")) for i, f in enumerate(drawn)]
-    r = httpx.post(f"{keyed_service.url}/predict/lenet", files=files, headers=auth(), timeout=60)
+    url = f"{keyed_service.url}/predict/mnist_cnn"
+    r = httpx.post(url, files=files, headers=auth(), timeout=60)
     slots = r.json()["predictions"] if r.status_code == 200 else r.json()["problems"]
     one = drawn[next(i for i, s in enumerate(slots) if s.get("type") == "/problems/not-a-digit")]
     image = triton.InferInput("image", [1], "BYTES")

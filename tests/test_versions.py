@@ -232,6 +232,6 @@ def test_siblings_share_one_generation_and_wait_for_the_live_ones(tmp_path: Path
     assert not me.mine.exists()
 
 
-def test_the_committed_weights_are_version_1() -> None:
+def test_the_committed_weights_are_versions_1_and_mnist_cnn_2() -> None:
     found = scan(WEIGHTS, ["lenet", "mnist_cnn", "vgg16"])
-    assert sorted(found.versions) == [("lenet", 1), ("mnist_cnn", 1)]
+    assert sorted(found.versions) == [("lenet", 1), ("mnist_cnn", 1), ("mnist_cnn", 2)]
