@@ -200,8 +200,11 @@ def blur(x: Tensor, draw: _Draw, p: float, sigma: tuple[float, float]) -> Tensor
     return x
 
 
-def low_resolution(x: Tensor, draw: _Draw, p: float, side: tuple[int, int]) -> Tensor:
-    """Down to a small side (area average), then bilinear back up: a tiny scan enlarged."""
+def low_resolution(
+    x: Tensor, draw: _Draw, p: float, side: tuple[int, int], levels: int | None = None
+) -> Tensor:
+    """Down to a small side (area average), then bilinear back up: a tiny scan enlarged. With
+    ``levels``, a bitmap of that many grey levels enlarged without smoothing (blocky)."""
     run = draw.run(p)
     if run.stop == run.start:
         return x
@@ -209,22 +212,18 @@ def low_resolution(x: Tensor, draw: _Draw, p: float, side: tuple[int, int]) -> T
     # One side per batch, drawn on the host: reading a device number back would stall CUDA.
     small = int(torch.randint(side[0], side[1] + 1, (1,), generator=draw.host))
     y = F.interpolate(x[run], size=(small, small), mode="area")
-    x[run] = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+    if levels is None:
+        x[run] = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+    else:
+        y = torch.round(y.clamp(0, 1) * (levels - 1)) / (levels - 1)
+        x[run] = F.interpolate(y, size=(h, w), mode="nearest")
     return x
 
 
 def blocky(x: Tensor, draw: _Draw, p: float, side: tuple[int, int]) -> Tensor:
-    """Down to a tiny bitmap of 17 grey levels (area average), then back up without smoothing:
-    blocky strokes, as a low-resolution form scan enlarged by nearest neighbour."""
-    run = draw.run(p)
-    if run.stop == run.start:
-        return x
-    h, w = x.shape[-2:]
-    small = int(torch.randint(side[0], side[1] + 1, (1,), generator=draw.host))
-    y = F.interpolate(x[run], size=(small, small), mode="area")
-    y = torch.round(y.clamp(0, 1) * 16) / 16
-    x[run] = F.interpolate(y, size=(h, w), mode="nearest")
-    return x
+    """A tiny bitmap of 17 grey levels enlarged by nearest neighbour: blocky strokes, as a
+    low-resolution form scan (8x8 of 17 levels, as UCI's digits) enlarged."""
+    return low_resolution(x, draw, p, side, levels=17)
 
 
 def contrast_gamma(x: Tensor, draw: _Draw, r: AugmentRecipe) -> Tensor:
