@@ -12,6 +12,7 @@ from models.augment import (
     AugmentRecipe,
     _Draw,
     augment,
+    blocky,
     blur,
     clutter,
     contrast_gamma,
@@ -72,6 +73,7 @@ def _alone(name: str, p: float) -> Callable[[torch.Tensor, _Draw], torch.Tensor]
         "clutter": lambda x, d: clutter(x, d, p),
         "blur": lambda x, d: blur(x, d, p, r.blur_sigma),
         "lowres": lambda x, d: low_resolution(x, d, p, r.lowres_side),
+        "blocky": lambda x, d: blocky(x, d, p, r.blocky_side),
         "grain": lambda x, d: grain(x, d, p, r.grain),
         "contrast": lambda x, d: contrast_gamma(x, d, r),
     }
@@ -79,7 +81,8 @@ def _alone(name: str, p: float) -> Callable[[torch.Tensor, _Draw], torch.Tensor]
 
 
 @pytest.mark.parametrize(
-    "name", ["stroke", "elastic", "affine", "clutter", "blur", "lowres", "grain", "contrast"]
+    "name",
+    ["stroke", "elastic", "affine", "clutter", "blur", "lowres", "blocky", "grain", "contrast"],
 )
 def test_each_transform_touches_its_share_of_the_batch(batch: torch.Tensor, name: str) -> None:
     for p in (0.25, 0.5):
@@ -216,3 +219,9 @@ def test_the_recipe_keeps_digits_recognisable(batch: torch.Tensor) -> None:
     out = augment(batch, torch.Generator().manual_seed(0), AugmentRecipe())
     ratio = out.sum((1, 2, 3)) / batch.sum((1, 2, 3))
     assert (ratio > 0.3).all() and (out.amax((1, 2, 3)) >= 0.5 - 1e-6).all()
+
+
+def test_blocky_digits_are_bitmaps_of_17_levels_enlarged(batch: torch.Tensor) -> None:
+    out = blocky(batch.clone(), draw(), 1.0, (7, 7))
+    assert torch.equal(out * 16, torch.round(out * 16))  # 17 grey levels
+    assert len(torch.unique(out[0, 0], dim=0)) <= 7  # 7 distinct rows: blocks, not a blur
