@@ -36,7 +36,7 @@ import torch
 
 from app.digits.decode import ImageLimits
 from app.digits.pipeline import to_digits
-from app.serving.verdict import DIGITS, judge
+from app.serving.verdict import judge
 from benchmarks import fonts as font_suite
 from benchmarks import mnist_c, styles
 from benchmarks import photos as photo_suite
@@ -149,7 +149,6 @@ def accuracy(model_path: Path, suites: dict[str, Suite]) -> dict[str, dict[str, 
     one digit too, as the service does), refusals, and image count."""
     ckpt = load_checkpoint(model_path)
     model, transform, meta = ckpt.model.eval(), ckpt.transform, ckpt.meta
-    refuse_at = meta.rejection.get("threshold") if len(meta.labels) > DIGITS else None
     results = {}
     for name, (digits, refused, labels) in suites.items():
         x = torch.from_numpy(digits)[:, None]
@@ -157,7 +156,7 @@ def accuracy(model_path: Path, suites: dict[str, Suite]) -> dict[str, dict[str, 
             [torch.softmax(model(transform(x[i : i + 1000])) / meta.temperature, 1)
              for i in range(0, len(x), 1000)]
         ).numpy()  # fmt: skip
-        digit_probs, refusals = judge(meta.labels, refuse_at, probs)
+        digit_probs, refusals = judge(meta.labels, meta.refuse_at, probs)
         predicted = digit_probs.argmax(1)
         refused = refused.copy()
         refused[[r.index for r in refusals]] = True

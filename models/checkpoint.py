@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from models.framing import DIGIT_LABELS
 from models.registry import InputSpec, get_input_spec, get_model, list_models
 from models.transforms import ModelInputTransform
 
@@ -45,6 +46,14 @@ class CheckpointMeta:
     # How a model with outlier classes (labels past the ten digits) refuses: {"method": ...,
     # "threshold": t, ...}; an image is refused when its outlier classes hold t or more.
     rejection: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def refuse_at(self) -> float | None:
+        """The operating point of a model with outlier classes (labels past the ten digits);
+        None for a digits-only model, which refuses nothing."""
+        if len(self.labels) <= len(DIGIT_LABELS):
+            return None
+        return float(self.rejection["threshold"]) if "threshold" in self.rejection else None
 
     def to_strings(self) -> dict[str, str]:
         """safetensors metadata is str -> str: non-strings travel as JSON."""

@@ -24,8 +24,7 @@ def _expected(name: str, mnist_test: MnistSplit) -> list[int]:
     with torch.inference_mode():
         x = ckpt.transform(mnist_test.images)
         probs = torch.softmax(ckpt.model(x) / meta.temperature, 1).numpy()
-    refuse_at = meta.rejection.get("threshold") if len(meta.labels) > 10 else None
-    digits, refused = judge(meta.labels, refuse_at, probs)
+    digits, refused = judge(meta.labels, meta.refuse_at, probs)
     answers = digits.argmax(1)
     answers[[r.index for r in refused]] = -1
     return answers.tolist()

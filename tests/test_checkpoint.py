@@ -140,7 +140,7 @@ def test_a_checkpoint_from_before_calibration_loads_with_none() -> None:
     for key in ("temperature", "rejection"):
         raw.pop(key)
     meta = CheckpointMeta.from_strings(raw)
-    assert meta.temperature == 1.0 and meta.rejection == {}
+    assert meta.temperature == 1.0 and meta.rejection == {} and meta.refuse_at is None
     raw["temperature"] = "0"
     with pytest.raises(CheckpointError, match=r"temperature 0\.0 must be positive"):
         CheckpointMeta.from_strings(raw)

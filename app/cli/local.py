@@ -22,7 +22,7 @@ import numpy as np
 from app.cli.rows import Row, Stopped, read_file
 from app.digits.decode import ImageLimits
 from app.digits.sandbox import guarded_digits
-from app.serving.verdict import DIGITS, judge
+from app.serving.verdict import judge
 
 # The service's image limits, at their defaults.
 LIMITS = ImageLimits()
@@ -95,8 +95,7 @@ def load(job: Job) -> Model:
     except CheckpointError as exc:
         raise Stopped(f"{job.model} cannot be loaded: {exc}") from None
     predictor = Predictor(ckpt, torch.device("cpu"), torch.float32, job.batch_size)
-    refuse_at = ckpt.meta.rejection.get("threshold") if len(ckpt.meta.labels) > DIGITS else None
-    return Model(predictor, ckpt.meta.labels, refuse_at)
+    return Model(predictor, ckpt.meta.labels, ckpt.meta.refuse_at)
 
 
 def classify(model: Model, paths: list[str], decoded: Decoded) -> list[Row]:

@@ -133,5 +133,5 @@ def card(
             torch_version=meta.torch_version,
             dataset_fingerprint=meta.dataset_fingerprint,
         ),
-        refuse_at=meta.rejection.get("threshold") if len(meta.labels) > 10 else None,
+        refuse_at=meta.refuse_at,
     )

@@ -106,6 +106,16 @@ def rejected(upload: Upload, rejection: Rejection) -> ServiceError:
                                    index=rejection.index, **guess)  # fmt: skip
 
 
+def _refuse_whole(uploads: list[Upload], rejections: list[Rejection], all_or_nothing: bool) -> None:
+    """The request's own error, when no image can be used, or (``all_or_nothing``) any cannot:
+    the first's."""
+    if len(rejections) == len(uploads):
+        raise _nothing_usable(uploads, rejections)
+    if rejections and all_or_nothing:
+        first = rejections[0]
+        raise rejected(uploads[first.index], first)
+
+
 def _nothing_usable(uploads: list[Upload], rejections: list[Rejection]) -> ServiceError:
     """The error when no image could be used: a lone image's own, else 422 listing them all."""
     if len(uploads) == 1:
@@ -194,27 +204,20 @@ class Ticket:
         self, uploads: list[Upload], keep_digits: bool, all_or_nothing: bool
     ) -> Answer:
         digits, rejections = await self.zoo.reader.digits([up.data for up in uploads])
-        if len(rejections) == len(uploads):
-            raise _nothing_usable(uploads, rejections)
-        if rejections and all_or_nothing:
-            first = rejections[0]
-            raise rejected(uploads[first.index], first)
-        usable = [i for i in range(len(uploads)) if i not in {r.index for r in rejections}]
-        if rejections:
-            digits = np.delete(digits, [r.index for r in rejections], axis=0)
+        _refuse_whole(uploads, rejections, all_or_nothing)
+        unusable = [r.index for r in rejections]
+        if unusable:
+            digits = np.delete(digits, unusable, axis=0)
         found, refusals = await self._run(digits)
         probabilities = found.probabilities
         if refusals:  # rows of the usable uploads -> the uploads' own indices
+            usable = np.delete(np.arange(len(uploads)), unusable)
             rows = [r.index for r in refusals]
             rejections = sorted(
-                [*rejections, *(replace(r, index=usable[r.index]) for r in refusals)],
+                [*rejections, *(replace(r, index=int(usable[r.index])) for r in refusals)],
                 key=lambda r: r.index,
             )
-            if len(rejections) == len(uploads):
-                raise _nothing_usable(uploads, rejections)
-            if all_or_nothing:
-                first = next(r for r in rejections if isinstance(r, Refusal))
-                raise rejected(uploads[first.index], first)
+            _refuse_whole(uploads, rejections, all_or_nothing)
             probabilities = np.delete(probabilities, rows, axis=0)
             digits = np.delete(digits, rows, axis=0)
         kept = digits if keep_digits else None
