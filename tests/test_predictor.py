@@ -66,15 +66,22 @@ def lenet() -> LoadedCheckpoint:
     return load_checkpoint(WEIGHTS / "lenet.safetensors")
 
 
+def _on_fake_gpu(lenet: LoadedCheckpoint, fits: int) -> tuple[Predictor, "FakeStaging", list[int]]:
+    """A CPU predictor whose staging runs out of memory above ``fits`` rows, as a GPU would, and
+    the list that hears each new ``fits``."""
+    predictor = Predictor(lenet, torch.device("cpu"), torch.float32, 64)
+    staging = FakeStaging(fits=fits)
+    predictor._cuda = staging  # type: ignore[assignment]
+    sizes: list[int] = []
+    predictor.on_resize = sizes.append
+    return predictor, staging, sizes
+
+
 def test_out_of_memory_recovers_at_the_largest_size_that_fits_and_keeps_it(
     lenet: LoadedCheckpoint,
 ) -> None:
-    predictor = Predictor(lenet, torch.device("cpu"), torch.float32, 64)
+    predictor, staging, held_to = _on_fake_gpu(lenet, fits=16)
     reference = Predictor(lenet, torch.device("cpu"), torch.float32, 64)
-    staging = FakeStaging(fits=16)
-    predictor._cuda = staging  # type: ignore[assignment]
-    held_to: list[int] = []
-    predictor.on_resize = held_to.append
     x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
 
     other = predictor.launch(x[:8])  # the batch the wait thread still waits for: slot 0
@@ -137,11 +144,7 @@ def test_fits_grows_back_after_full_batches_and_shrinks_again_if_still_short(
 ) -> None:
     grow_after = 4  # GROW_AFTER, small: the logic is tested, not the count
     monkeypatch.setattr(app.engine.predictor, "GROW_AFTER", grow_after)
-    predictor = Predictor(lenet, torch.device("cpu"), torch.float32, 64)
-    staging = FakeStaging(fits=16)
-    predictor._cuda = staging  # type: ignore[assignment]
-    sizes: list[int] = []
-    predictor.on_resize = sizes.append
+    predictor, staging, sizes = _on_fake_gpu(lenet, fits=16)
     x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
     predictor(x)
     assert predictor.fits == 16 and sizes == [32, 16]
