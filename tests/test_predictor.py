@@ -66,7 +66,7 @@ def lenet() -> LoadedCheckpoint:
     return load_checkpoint(WEIGHTS / "lenet.safetensors")
 
 
-def _on_fake_gpu(lenet: LoadedCheckpoint, fits: int) -> tuple[Predictor, "FakeStaging", list[int]]:
+def _on_fake_gpu(lenet: LoadedCheckpoint, fits: int) -> tuple[Predictor, FakeStaging, list[int]]:
     """A CPU predictor whose staging runs out of memory above ``fits`` rows, as a GPU would, and
     the list that hears each new ``fits``."""
     predictor = Predictor(lenet, torch.device("cpu"), torch.float32, 64)
