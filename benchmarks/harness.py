@@ -19,8 +19,6 @@ from pathlib import Path
 
 import httpx
 
-from models.weights import WEIGHTS_DIR, checkpoint_path, scan
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,12 +44,6 @@ def provenance(module: str) -> dict[str, object]:
     """What a results file records of how it was made: the commit, whether the tree differed,
     and the command (``python -m module`` and this process's arguments)."""
     return {**git_state(), "command": shlex.join(["python", "-m", module, *sys.argv[1:]])}
-
-
-def served_path(model: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
-    """The checkpoint the service serves by default: the model's highest version."""
-    versions = {v: f.path for (_, v), f in scan(weights_dir, [model]).versions.items()}
-    return versions[max(versions)] if versions else checkpoint_path(model, weights_dir)
 
 
 def free_port() -> int:

@@ -40,11 +40,12 @@ from PIL import Image
 
 from app.serving.verdict import DIGITS
 from benchmarks import photos as photo_suite
-from benchmarks.harness import provenance, served_path
+from benchmarks.harness import provenance
 from benchmarks.robustness import preprocess
 from models.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from models.data import load_mnist
 from models.negatives import outliers as training_outliers
+from models.weights import served_path
 
 HOLD_OUT = 5000
 TARGET_REFUSED = 0.002  # of held-out training digits (clean and photographed)

@@ -11,7 +11,6 @@ from PIL import Image
 from app.serving.verdict import DIGITS
 from benchmarks import outliers
 from benchmarks import photos as photo_suite
-from benchmarks.harness import served_path
 from benchmarks.not_a_digit import (
     Method,
     _energy,
@@ -25,7 +24,7 @@ from benchmarks.not_a_digit import (
 from benchmarks.robustness import preprocess
 from models.checkpoint import load_checkpoint
 from models.data import load_mnist
-from models.weights import checkpoint_path
+from models.weights import checkpoint_path, served_path
 
 # name -> (digits, refused by preprocessing, labels (digit suites) or None (outlier suites))
 Suite = tuple[np.ndarray, np.ndarray, np.ndarray | None]

@@ -40,9 +40,10 @@ from app.serving.verdict import judge
 from benchmarks import fonts as font_suite
 from benchmarks import mnist_c, styles
 from benchmarks import photos as photo_suite
-from benchmarks.harness import provenance, served_path
+from benchmarks.harness import provenance
 from models.checkpoint import load_checkpoint
 from models.data import load_mnist
+from models.weights import served_path
 
 MODELS = ("mnist_cnn", "lenet")
 CHUNK = 64  # uploads per to_digits call: a request's worth, as the service sees them

@@ -88,3 +88,14 @@ def scan(weights_dir: Path, names: list[str]) -> Scan:
             except OSError:  # removed between the listing and the stat: not there
                 continue
     return out
+
+
+def served_path(name: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
+    """The file of the version served by default when nothing is pinned: the highest found;
+    version 1's path when there is none (or the folder cannot be listed), whose loading then
+    says where it looked."""
+    try:
+        found = {v: f.path for (_, v), f in scan(weights_dir, [name]).versions.items()}
+    except OSError:
+        found = {}
+    return found[max(found)] if found else checkpoint_path(name, weights_dir)

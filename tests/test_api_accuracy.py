@@ -8,10 +8,10 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.serving.verdict import judge
-from benchmarks.harness import served_path
 from models.checkpoint import load_checkpoint
 from models.data import MnistSplit
 from models.evaluate import evaluate
+from models.weights import served_path
 from tests.helpers import WEIGHTS, png, settings
 
 

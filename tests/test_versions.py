@@ -25,7 +25,7 @@ from app.serving.catalog import (
 )
 from app.serving.zoo import Zoo
 from models.framing import DIGIT_LABELS
-from models.weights import VersionFile, scan
+from models.weights import VersionFile, scan, served_path
 from tests.helpers import WEIGHTS, settings
 
 
@@ -235,3 +235,10 @@ def test_siblings_share_one_generation_and_wait_for_the_live_ones(tmp_path: Path
 def test_the_committed_weights_are_versions_1_and_mnist_cnn_2() -> None:
     found = scan(WEIGHTS, ["lenet", "mnist_cnn", "vgg16"])
     assert sorted(found.versions) == [("lenet", 1), ("mnist_cnn", 1), ("mnist_cnn", 2)]
+
+
+def test_the_served_file_is_the_highest_version() -> None:
+    assert served_path("mnist_cnn", WEIGHTS) == WEIGHTS / "mnist_cnn" / "2.safetensors"
+    assert served_path("lenet", WEIGHTS) == WEIGHTS / "lenet.safetensors"
+    missing = WEIGHTS / "not-mounted"
+    assert served_path("lenet", missing) == missing / "lenet.safetensors"  # its load says where

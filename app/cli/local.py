@@ -81,15 +81,10 @@ def load(job: Job) -> Model:
 
     from app.engine.predictor import Predictor
     from models.checkpoint import CheckpointError, load_checkpoint
-    from models.weights import checkpoint_path, scan
+    from models.weights import served_path
 
     torch.set_num_threads(1)
-    try:  # the version the service serves by default: the highest (MODEL_VERSIONS aside)
-        versions = scan(job.weights_dir, [job.model]).versions
-    except OSError:  # no such folder: the checkpoint's error below says where it looked
-        versions = {}
-    found = {v: f.path for (_, v), f in versions.items()}
-    path = found[max(found)] if found else checkpoint_path(job.model, job.weights_dir)
+    path = served_path(job.model, job.weights_dir)  # as the service, MODEL_VERSIONS aside
     try:
         ckpt = load_checkpoint(path, expect_architecture=job.model)
     except CheckpointError as exc:
